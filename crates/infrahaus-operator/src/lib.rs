@@ -1,0 +1,3 @@
+pub mod ssh;
+pub mod layout;
+pub mod discovery;
