@@ -1,0 +1,93 @@
+//! The test bed: real etcd, kube-apiserver, Redis and pve-sim processes for
+//! integration tests, benchmarks and the demo.
+//!
+//! One shared control plane and Redis per test binary ([`kube`], [`redis`]);
+//! tests isolate themselves by namespace ([`unique_namespace`]). Everything
+//! started here is stopped when the binary exits, even after a panic, and is
+//! killed by the kernel if the binary itself is killed.
+
+pub mod kube_env;
+pub mod process;
+pub mod pve_sim;
+pub mod redis_server;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use anyhow::Result;
+
+pub use kube_env::{KubeEnv, KubeEnvOptions};
+pub use process::ManagedProcess;
+pub use pve_sim::{PveSim, PveSimOptions};
+pub use redis_server::RedisServer;
+
+/// The repository root (two levels above this crate).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn shared<T: Send + Sync + 'static>(
+    cell: &'static OnceLock<std::result::Result<T, String>>,
+    start: fn() -> Result<T>,
+) -> Result<&'static T> {
+    cell.get_or_init(|| {
+        // Start on a plain thread: the servers must not depend on any one
+        // test's async runtime, and start-up uses blocking I/O.
+        std::thread::spawn(move || start().map_err(|e| format!("{e:#}")))
+            .join()
+            .unwrap_or_else(|_| Err("test bed start-up panicked".into()))
+    })
+    .as_ref()
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The shared Kubernetes control plane of this test binary, started on first use.
+pub async fn kube() -> Result<&'static KubeEnv> {
+    static KUBE: OnceLock<std::result::Result<KubeEnv, String>> = OnceLock::new();
+    tokio::task::spawn_blocking(|| {
+        shared(&KUBE, || {
+            let dir = process::work_dir("infrahaus-kube")?;
+            process::remove_at_exit(dir.clone());
+            KubeEnv::start(&dir, KubeEnvOptions::default())
+        })
+    })
+    .await?
+}
+
+/// The shared Redis server of this test binary, started on first use.
+pub async fn redis() -> Result<&'static RedisServer> {
+    static REDIS: OnceLock<std::result::Result<RedisServer, String>> = OnceLock::new();
+    tokio::task::spawn_blocking(|| {
+        shared(&REDIS, || {
+            let dir = process::work_dir("infrahaus-redis")?;
+            process::remove_at_exit(dir.clone());
+            RedisServer::start(&dir)
+        })
+    })
+    .await?
+}
+
+/// A Redis server of the caller's own, e.g. to stop it mid-test.
+pub async fn dedicated_redis() -> Result<RedisServer> {
+    tokio::task::spawn_blocking(|| {
+        let dir = process::work_dir("infrahaus-redis")?;
+        process::remove_at_exit(dir.clone());
+        RedisServer::start(&dir)
+    })
+    .await?
+}
+
+/// Creates a namespace with a unique name derived from `prefix`.
+pub async fn unique_namespace(client: &kube::Client, prefix: &str) -> Result<String> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, PostParams};
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("{prefix}-{}-{n}", std::process::id());
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+    Ok(name)
+}
