@@ -1,3 +1,2 @@
-pub mod ssh;
-pub mod layout;
-pub mod discovery;
+pub mod crd;
+pub mod proxmox;

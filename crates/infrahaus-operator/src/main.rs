@@ -1,1 +1,53 @@
-fn main() {}
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use infrahaus_operator::crd;
+
+/// Kubernetes operator that creates and configures Proxmox VE LXC containers.
+#[derive(Debug, Parser)]
+#[command(name = "infrahaus-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions as one multi-document YAML stream.
+    Crds {
+        /// Write one file per CRD into this directory instead of printing.
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds { output_dir } => print_crds(output_dir),
+    }
+}
+
+fn print_crds(output_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    match output_dir {
+        None => {
+            print!(
+                "{}",
+                crd::crd_yaml().context("serialising the CRDs to YAML")?
+            );
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for definition in crd::crds() {
+                let path = dir.join(crd::crd_file_name(&definition));
+                let yaml = crd::crd_document(&definition).with_context(|| {
+                    format!("serialising {} to YAML", definition.spec.names.kind)
+                })?;
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
