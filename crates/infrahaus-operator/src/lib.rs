@@ -1,2 +1,5 @@
 pub mod crd;
 pub mod proxmox;
+pub mod ssh;
+pub mod layout;
+pub mod discovery;
