@@ -79,7 +79,8 @@ pub fn credentials_command() -> String {
     credentials_command_for(CREDENTIALS_DIR)
 }
 
-fn credentials_command_for(dir: &str) -> String {
+/// [`credentials_command`] for another directory.
+pub fn credentials_command_for(dir: &str) -> String {
     format!(
         r#"dir={dir}
 [ -d "$dir" ] || exit 0

@@ -10,6 +10,7 @@ pub mod kube_env;
 pub mod process;
 pub mod pve_sim;
 pub mod redis_server;
+pub mod sshd;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -11,6 +11,11 @@ use super::{shell_quote, ClientHandler, SshError};
 /// Uploads are small (config files, scripts); this only guards against a dead peer.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Exported to every command so that a timed-out command and its children can be
+/// found and stopped.
+const EXEC_ID_VARIABLE: &str = "INFRAHAUS_EXEC_ID";
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// SSH reports stderr as extended data of this type (RFC 4254, section 5.2).
 const EXTENDED_DATA_STDERR: u32 = 1;
 
@@ -212,9 +217,12 @@ impl SshSession {
             .channel_open_session()
             .await
             .map_err(channel_error)?;
+        let exec_id = format!("{:016x}", rand::random::<u64>());
 
         let conversation = async {
-            channel.exec(true, command).await?;
+            channel
+                .exec(true, marked_command(command, &exec_id))
+                .await?;
             // A command may exit without reading all of its input; its exit status
             // then explains more than the failed write, so the write error is only
             // reported when no status arrives.
@@ -263,10 +271,8 @@ impl SshSession {
             }),
             Ok(Err(source)) => Err(channel_error(source)),
             Err(_) => {
-                // Best effort: sshd may not honour signal requests, and closing the
-                // channel at least stops the output and frees the session.
-                let _ = channel.signal(Sig::KILL).await;
                 let _ = channel.close().await;
+                self.kill_exec(&exec_id).await;
                 Err(SshError::CommandTimeout {
                     command: command.to_owned(),
                     timeout,
@@ -274,6 +280,49 @@ impl SshSession {
             }
         }
     }
+
+    /// Kills every process that inherited the marker of a timed-out command.
+    ///
+    /// Closing the channel does not stop a command that produces no output, and
+    /// OpenSSH refuses "signal" channel requests for root sessions ("session
+    /// signalling requires privilege separation"). The marker also reaches the
+    /// command's children, which a signal to the shell alone would miss.
+    async fn kill_exec(&self, exec_id: &str) {
+        let killer = kill_exec_command(exec_id);
+        let killed = async {
+            let mut channel = self.handle.channel_open_session().await?;
+            channel.exec(true, killer).await?;
+            while channel.wait().await.is_some() {}
+            Ok::<(), russh::Error>(())
+        };
+        match tokio::time::timeout(KILL_TIMEOUT, killed).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(addr = %self.addr, %error, "could not stop a timed-out command")
+            }
+            Err(_) => tracing::warn!(addr = %self.addr, "stopping a timed-out command timed out"),
+        }
+    }
+}
+
+/// Runs `command` in a `/bin/sh` whose environment, and so that of everything it
+/// starts, carries `exec_id`. The `exec` keeps the marked shell at the pid sshd
+/// waits on, so exit codes and signals still come straight from the command.
+fn marked_command(command: &str, exec_id: &str) -> String {
+    format!(
+        "export {EXEC_ID_VARIABLE}={exec_id}; exec /bin/sh -c {}",
+        shell_quote(command)
+    )
+}
+
+/// Two passes catch children forked while the first pass ran.
+fn kill_exec_command(exec_id: &str) -> String {
+    let marker = format!("{EXEC_ID_VARIABLE}={exec_id}");
+    format!(
+        "for pass in 1 2; do for environ in /proc/[0-9]*/environ; do \
+         if tr '\\0' '\\n' < \"$environ\" 2>/dev/null | grep -qxF {marker}; then \
+         pid=${{environ%/environ}}; kill -KILL \"${{pid#/proc/}}\" 2>/dev/null; fi; done; done; true"
+    )
 }
 
 fn signal_name_of(signal: &Sig) -> String {
@@ -421,6 +470,51 @@ mod tests {
             found.push(path);
         }
         found
+    }
+
+    #[test]
+    fn kill_exec_command_stops_marked_processes_and_their_children() {
+        let marked = Command::new("sh")
+            .arg("-c")
+            .arg(marked_command(
+                "sleep 41 & sleep 41; echo not reached",
+                "feedface",
+            ))
+            .spawn()
+            .expect("spawn marked");
+        let mut unmarked = Command::new("sh")
+            .arg("-c")
+            .arg(marked_command("sleep 42", "other"))
+            .spawn()
+            .expect("spawn unmarked");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let marked_pid = marked.id();
+        let killer = Command::new("sh")
+            .arg("-c")
+            .arg(kill_exec_command("feedface"))
+            .output()
+            .expect("run killer");
+        assert!(killer.status.success(), "{killer:?}");
+        let mut marked = marked;
+        let status = marked.wait().expect("wait");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        let survivors = Command::new("pgrep")
+            .args(["-f", "sleep 41"])
+            .output()
+            .expect("pgrep");
+        assert!(
+            survivors.stdout.is_empty(),
+            "pid {marked_pid}'s child survived"
+        );
+        assert!(
+            matches!(unmarked.try_wait(), Ok(None)),
+            "unmarked process was killed"
+        );
+        let _ = unmarked.kill();
+        let _ = unmarked.wait();
     }
 
     #[test]
