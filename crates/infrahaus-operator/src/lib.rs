@@ -5,3 +5,7 @@ pub mod layout;
 pub mod discovery;
 pub mod progress;
 pub mod metrics;
+pub mod server;
+pub mod leader;
+pub mod telemetry;
+pub mod shutdown;
