@@ -110,7 +110,7 @@ pub struct Ipv4Pool {
 impl Ipv4Pool {
     pub fn parse(cidr: &str) -> Result<Self, String> {
         let (addr, prefix) = parse_ipv4_cidr(cidr).ok_or_else(|| format!("'{cidr}' is not an IPv4 CIDR"))?;
-        if !addr.is_loopback() || prefix < 8 || prefix > 30 {
+        if !addr.is_loopback() || !(8..=30).contains(&prefix) {
             return Err(format!("ip pool '{cidr}' must be a /8../30 network inside 127.0.0.0/8"));
         }
         let mask = u32::MAX << (32 - prefix);

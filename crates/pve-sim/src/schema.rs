@@ -287,10 +287,6 @@ pub fn check_format(name: &str, value: &str) -> Result<(), String> {
     static PRIV: OnceLock<Regex> = OnceLock::new();
     static TIMEZONE: OnceLock<Regex> = OnceLock::new();
     if let Some(item_format) = name.strip_suffix("-list") {
-        let item_format = match item_format {
-            "lxc-ip-with-ll-iface" => "lxc-ip-with-ll-iface",
-            other => other,
-        };
         for item in split_list(value) {
             check_format(item_format, item)?;
         }

@@ -728,7 +728,7 @@ impl Sim {
         {
             let state = self.state();
             let ct = state.cts.get(&vmid).ok_or_else(|| no_such_ct(&self.cfg.node, vmid))?;
-            if params.get("skiplock").is_none() {
+            if !params.contains_key("skiplock") {
                 Self::check_lock(ct)?;
             }
         }
