@@ -25,6 +25,9 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use kube_lease_manager::{LeaseCreateMode, LeaseManager, LeaseManagerError, LeaseParams};
 
+use crate::server::Readiness;
+use crate::shutdown::Shutdown;
+
 /// The Lease all replicas compete for, in the controller's namespace.
 pub const DEFAULT_LEASE_NAME: &str = "infrahaus-operator-leader";
 
@@ -224,6 +227,32 @@ impl LeaderElector {
         }
         Ok(())
     }
+}
+
+/// The future a controller receives to learn that it should wind down.
+pub type StopSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>>;
+
+/// `--leader-elect` in one call: stands by in `namespace` with the default
+/// settings (ready for `/readyz` from then on), and once elected runs
+/// `controller`, which receives the shutdown signal to wind down on.
+pub async fn run_as_leader<F, Fut>(
+    client: Client,
+    namespace: &str,
+    readiness: Readiness,
+    shutdown: Shutdown,
+    controller: F,
+) -> Result<(), LeaderError>
+where
+    F: FnOnce(StopSignal) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let elector = LeaderElector::new(client, LeaderElectionConfig::new(namespace)).await?;
+    // A standby is a healthy replica: it is ready to take over.
+    readiness.set_ready();
+    let stop = shutdown.clone();
+    elector
+        .run(shutdown.wait(), move || controller(Box::pin(stop.wait())))
+        .await
 }
 
 /// Returns the manager once it holds the Lease, or `None` on shutdown.
