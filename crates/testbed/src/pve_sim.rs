@@ -52,13 +52,17 @@ impl PveSim {
         let bin = pve_sim_bin()?;
         let state_dir = work_dir("pve-sim")?;
         let log = state_dir.join("pve-sim.log");
+        let mut extra_args = options.extra_args.clone();
+        if !extra_args.iter().any(|a| a == "--ip-pool") {
+            extra_args.extend(["--ip-pool".to_string(), next_ip_pool()]);
+        }
         let mut cmd = Command::new(&bin);
         cmd.args(["--listen", "127.0.0.1:0", "--node", &options.node])
             .arg("--token")
             .arg(format!("{}={}", options.token_id, options.token_secret))
             .arg("--state-dir")
             .arg(&state_dir)
-            .args(&options.extra_args)
+            .args(&extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?);
@@ -115,6 +119,16 @@ impl Drop for PveSim {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
+}
+
+/// A loopback /24 of its own for each pve-sim, so simulators running at the
+/// same time (tests in parallel, several test binaries) never hand out the
+/// same container address.
+fn next_ip_pool() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % 256;
+    format!("127.{}.{n}.0/24", 150 + std::process::id() % 100)
 }
 
 struct ReadyLine {
