@@ -31,6 +31,8 @@ use super::refs::ObjectRef;
     )
 )]
 #[serde(rename_all = "camelCase")]
+// The lint mistakes the repeated `type_ = "string"` of the printer columns for duplicates.
+#[allow(clippy::duplicated_attributes)]
 pub struct ProxmoxNodeSpec {
     /// Base URL of the Proxmox VE API, e.g. `https://pve1.example.com:8006`. Must be https.
     #[schemars(length(min = 9, max = 2048))]
