@@ -119,7 +119,7 @@ pub enum LeaderError {
     #[error("invalid leader election settings: {0}")]
     InvalidConfig(String),
     #[error(
-        "cannot create or read the Lease {namespace}/{name}; the service account needs get, create and patch on leases"
+        "cannot create or read the Lease {namespace}/{name}; the service account needs get, list, watch, create and patch on leases"
     )]
     Setup {
         namespace: String,
