@@ -9,3 +9,6 @@ pub mod server;
 pub mod leader;
 pub mod telemetry;
 pub mod shutdown;
+pub mod controller;
+pub mod run;
+pub mod stages;

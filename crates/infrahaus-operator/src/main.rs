@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use infrahaus_operator::crd;
+use infrahaus_operator::run::{self, RunArgs};
 
 /// Kubernetes operator that creates and configures Proxmox VE LXC containers.
 #[derive(Debug, Parser)]
@@ -14,6 +15,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the controller.
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions as one multi-document YAML stream.
     Crds {
         /// Write one file per CRD into this directory instead of printing.
@@ -25,6 +28,9 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => tokio::runtime::Runtime::new()
+            .context("starting the async runtime")?
+            .block_on(run::run(args)),
         Command::Crds { output_dir } => print_crds(output_dir),
     }
 }

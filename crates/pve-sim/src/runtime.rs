@@ -268,7 +268,9 @@ impl Spawner {
 
     /// Starts the container and waits until its sshd accepts connections.
     pub async fn start(&self, dir: &CtDir, hostname: &str, ip: Option<Ipv4Addr>) -> Result<RunningCt> {
-        let exe = std::env::current_exe().context("locate pve-sim executable")?;
+        // The running image itself, even if the file on disk was replaced
+        // (a rebuild while pve-sim runs) since it started.
+        let exe = "/proc/self/exe";
         let console = std::fs::OpenOptions::new().create(true).append(true).open(dir.console_log())?;
         let mut command = Command::new(exe);
         command.arg("ct-init").arg("--dir").arg(&dir.0).arg("--hostname").arg(hostname);

@@ -1,0 +1,37 @@
+//! Start: `POST .../status/start`, wait for the task, confirm the container
+//! runs. A container that already runs is left as it is.
+
+use super::StageError;
+use crate::controller::driver::Job;
+
+pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
+    let node = job.node.clone();
+    let vmid = job.vmid()?;
+
+    if let Some(upid) = job.in_flight_task("vzstart")? {
+        job.wait_task(&upid).await?;
+        job.status.task_ref = None;
+    }
+
+    let current = job.pve.lxc_status(&node, vmid).await?;
+    if !current.is_running() {
+        if let Some(lock) = &current.lock {
+            return Err(StageError::transient(format!("CT {vmid} is locked ({lock}); waiting")));
+        }
+        let _permit = job.node_permit().await;
+        job.progress(28, format!("Starting container {vmid}")).await?;
+        let upid = job.pve.start_lxc(&node, vmid).await?;
+        job.set_task(&upid).await?;
+        job.wait_task(&upid).await?;
+        job.status.task_ref = None;
+        let after = job.pve.lxc_status(&node, vmid).await?;
+        if !after.is_running() {
+            return Err(StageError::transient(format!(
+                "CT {vmid} start task succeeded but the container is {}",
+                after.status
+            )));
+        }
+    }
+    job.progress(35, format!("Container {vmid} running")).await?;
+    Ok(())
+}
