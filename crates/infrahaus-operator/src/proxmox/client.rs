@@ -201,21 +201,19 @@ fn retryable(method: &Method, err: &Error) -> bool {
 /// Whether a transport error was caused by the TLS layer (certificate rejected,
 /// handshake failure), which retrying cannot fix.
 fn is_tls_failure(err: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
         if e.is::<rustls::Error>() {
             return true;
         }
-        // io::Error::source skips the error it wraps, so look inside explicitly.
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io
+        // io::Error::source skips the error it wraps (and the TLS stream nests one
+        // io::Error in another), so step into the wrapped error explicitly.
+        current = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
                 .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
-            {
-                return true;
-            }
-        }
-        source = e.source();
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     false
 }

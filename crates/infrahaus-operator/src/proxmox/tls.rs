@@ -62,11 +62,18 @@ impl fmt::Debug for Fingerprint {
 }
 
 /// The certificate's fingerprint is not the pinned one.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[error("server certificate has SHA-256 fingerprint {actual}, but {expected} is pinned")]
 struct FingerprintMismatch {
     expected: Fingerprint,
     actual: Fingerprint,
+}
+
+// rustls renders the cause of a certificate error with Debug; make that the message.
+impl fmt::Debug for FingerprintMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 /// Checks the leaf certificate against a pinned fingerprint (and, if given, a CA
