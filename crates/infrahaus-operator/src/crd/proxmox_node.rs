@@ -84,7 +84,8 @@ pub struct TlsConfig {
 
     /// SHA-256 fingerprint of the server certificate, as shown by Proxmox
     /// (`AB:CD:...`, case-insensitive, colons optional). When set, the certificate
-    /// must have this fingerprint instead of a trusted chain.
+    /// must have this fingerprint instead of chaining to the system roots; with
+    /// `caBundle` as well, both must hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 95))]
     #[schemars(extend("x-kubernetes-validations" = [{
