@@ -4,6 +4,8 @@
 //! process (so tests can kill and restart it).
 #![allow(dead_code)]
 
+pub mod fixtures;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
