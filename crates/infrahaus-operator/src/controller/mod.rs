@@ -3,6 +3,7 @@
 
 pub mod cleanup;
 pub mod driver;
+pub mod node;
 pub mod plan;
 pub mod sshkey;
 
@@ -88,9 +89,21 @@ pub struct RunOptions {
     pub concurrency: u16,
 }
 
-/// Runs the Container controller until `shutdown` resolves; reconciles in
-/// flight then finish before this returns.
+/// Runs the Container and ProxmoxNode controllers until `shutdown` resolves;
+/// reconciles in flight then finish before this returns.
 pub async fn run(
+    ctx: Arc<Context>,
+    options: RunOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    tokio::join!(
+        run_containers(ctx.clone(), options.clone(), shutdown.clone()),
+        node::run(ctx, options, shutdown),
+    );
+}
+
+async fn run_containers(
     ctx: Arc<Context>,
     options: RunOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
