@@ -10,7 +10,10 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use super::{resolve, Context, Error};
-use crate::crd::{Container, DeletionPolicy};
+use kube::api::Api;
+
+use super::driver::apply_status;
+use crate::crd::{Container, DeletionPolicy, Phase};
 use crate::proxmox::{self, DeleteLxcOptions, Upid};
 use crate::stages::StageError;
 
@@ -54,6 +57,11 @@ pub async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
     if let Some(lock) = &config.lock {
         return Err(StageError::transient(format!("CT {vmid} is locked ({lock}); waiting before deleting")).into());
     }
+    let mut deleting = status.clone();
+    deleting.phase = Some(Phase::Deleting);
+    deleting.message = Some(format!("Stopping and destroying CT {vmid}"));
+    let api: Api<Container> = Api::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
+    apply_status(&api, &ct.name_any(), &deleting).await?;
     let _permit = ctx.node_limits.acquire(&inputs.node_key, inputs.max_operations).await;
     let current = pve.lxc_status(node, vmid).await.map_err(StageError::from)?;
     if current.is_running() {

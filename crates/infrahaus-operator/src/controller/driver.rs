@@ -101,15 +101,7 @@ impl<'a> Job<'a> {
 
     /// Writes the whole status with server-side apply.
     pub async fn save(&mut self) -> Result<(), StageError> {
-        let patch = json!({
-            "apiVersion": "infrahaus.io/v1alpha1",
-            "kind": "Container",
-            "status": self.status,
-        });
-        self.api
-            .patch_status(&self.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-            .await?;
-        Ok(())
+        apply_status(&self.api, &self.name, &self.status).await
     }
 
     /// Records progress in status and publishes it as a `step` event.
@@ -227,9 +219,19 @@ impl<'a> Job<'a> {
             if self.status.stage_succeeded(stage) {
                 continue;
             }
+            if self.deletion_requested().await? {
+                // Cleanup runs in the next reconcile; no stage is started for
+                // a Container that is going away.
+                return Ok(());
+            }
             self.run_stage(stage).await?;
         }
         self.finish_ready().await
+    }
+
+    async fn deletion_requested(&self) -> Result<bool, StageError> {
+        let current = self.api.get_opt(&self.name).await?;
+        Ok(current.is_none_or(|ct| ct.metadata.deletion_timestamp.is_some()))
     }
 
     fn begin(&mut self, decision: &plan::Run) {
@@ -385,6 +387,19 @@ impl<'a> Job<'a> {
             tracing::warn!(%error, "could not publish Kubernetes Event");
         }
     }
+}
+
+/// Writes a Container's whole status with server-side apply. The controller
+/// owns every status field, so it always applies all of them.
+pub async fn apply_status(api: &Api<Container>, name: &str, status: &ContainerStatus) -> Result<(), StageError> {
+    let patch = json!({
+        "apiVersion": "infrahaus.io/v1alpha1",
+        "kind": "Container",
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
 }
 
 /// The guest's config, or `None` when there is no guest at `vmid`.

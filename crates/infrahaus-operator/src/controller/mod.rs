@@ -21,7 +21,7 @@ use kube::ResourceExt;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tracing::{info_span, Instrument};
 
-use crate::crd::{conditions::reasons, Container, ContainerTemplate, ProxmoxNode};
+use crate::crd::{conditions::reasons, Container, ContainerTemplate, Phase, ProxmoxNode};
 use crate::metrics::Metrics;
 use crate::progress::ProgressSink;
 use crate::proxmox::{self, ClientConfig};
@@ -114,16 +114,35 @@ async fn run_containers(
         None => Api::all(client),
     };
     let config = kube::runtime::controller::Config::default().concurrency(options.concurrency.max(1));
-    Controller::new(containers, watcher::Config::default())
-        .with_config(config)
+    let controller = Controller::new(containers, watcher::Config::default()).with_config(config);
+    let store = controller.store();
+    let metrics = ctx.metrics.clone();
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
+        .for_each(|result| {
             if let Err(error) = result {
                 tracing::debug!(%error, "reconcile ended with an error");
             }
+            for (phase, count) in phase_counts(store.state().iter().map(|ct| ct.status.as_ref().and_then(|s| s.phase))) {
+                metrics.set_containers_in_phase(phase, count);
+            }
+            futures::future::ready(())
         })
         .await;
+}
+
+/// How many Containers are in each phase (every phase listed, zeros included,
+/// so a gauge drops back when the last Container leaves a phase).
+pub fn phase_counts(phases: impl Iterator<Item = Option<Phase>>) -> Vec<(&'static str, i64)> {
+    let mut counts: Vec<(&'static str, i64)> = Phase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
+    for phase in phases {
+        let name = phase.unwrap_or_default().as_str();
+        if let Some(entry) = counts.iter_mut().find(|(p, _)| *p == name) {
+            entry.1 += 1;
+        }
+    }
+    counts
 }
 
 async fn reconcile(ct: Arc<Container>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -257,5 +276,21 @@ pub fn reporter() -> Reporter {
     Reporter {
         controller: "infrahaus-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_counts_cover_every_phase() {
+        let counts = phase_counts([Some(Phase::Ready), None, Some(Phase::Ready), Some(Phase::Error)].into_iter());
+        let get = |name: &str| counts.iter().find(|(p, _)| *p == name).map(|(_, n)| *n);
+        assert_eq!(get("Ready"), Some(2));
+        assert_eq!(get("Pending"), Some(1), "no status yet counts as Pending");
+        assert_eq!(get("Error"), Some(1));
+        assert_eq!(get("Creating"), Some(0));
+        assert_eq!(counts.len(), Phase::ALL.len());
     }
 }

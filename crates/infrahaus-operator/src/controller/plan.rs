@@ -47,7 +47,7 @@ pub fn decide(ct: &Container) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ContainerSpec, ContainerStatus, ObjectRef, StageState, StageStatus};
+    use crate::crd::{ContainerSpec, ContainerStatus, StageState, StageStatus};
 
     fn container(generation: i64, retry: Option<&str>, status: Option<ContainerStatus>) -> Container {
         let mut ct = Container::new(
@@ -60,7 +60,6 @@ mod tests {
             ct.metadata.annotations = Some([(RETRY_ANNOTATION.to_string(), r.to_string())].into());
         }
         ct.status = status;
-        let _ = ObjectRef::default();
         ct
     }
 

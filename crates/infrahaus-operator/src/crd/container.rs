@@ -216,6 +216,34 @@ pub enum Phase {
 }
 
 /// The five stages, in order.
+impl Phase {
+    pub const ALL: [Phase; 9] = [
+        Phase::Pending,
+        Phase::Creating,
+        Phase::Starting,
+        Phase::Deploying,
+        Phase::Syncing,
+        Phase::Finalizing,
+        Phase::Ready,
+        Phase::Error,
+        Phase::Deleting,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Creating => "Creating",
+            Phase::Starting => "Starting",
+            Phase::Deploying => "Deploying",
+            Phase::Syncing => "Syncing",
+            Phase::Finalizing => "Finalizing",
+            Phase::Ready => "Ready",
+            Phase::Error => "Error",
+            Phase::Deleting => "Deleting",
+        }
+    }
+}
+
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
