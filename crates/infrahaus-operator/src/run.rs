@@ -15,6 +15,11 @@ use crate::shutdown::Shutdown;
 use crate::stages::Timings;
 use crate::telemetry::{self, LogFormat};
 
+/// How long in-flight reconciles may take to finish after SIGTERM; below
+/// Kubernetes' default 30 s termination grace period. What is cut off resumes
+/// from its recorded stage and task on the next start.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Options of `infrahaus-operator run`; each is also an environment variable.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -94,7 +99,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("leader election")?;
     } else {
         readiness.set_ready();
-        controller::run(ctx, options, shutdown.wait()).await;
+        let drained = controller::run(ctx, options, shutdown.wait());
+        let grace = async {
+            shutdown.wait().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            () = drained => {}
+            () = grace => tracing::warn!(
+                grace = ?SHUTDOWN_GRACE,
+                "work still in flight at shutdown is handed back; it resumes from its recorded stage"
+            ),
+        }
     }
     readiness.set_not_ready();
     shutdown.trigger();

@@ -128,6 +128,25 @@ impl ManagedProcess {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit by itself and returns
+    /// how it ended; `None` if it still runs.
+    pub fn wait_exit(&self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(mut reg) = registry().lock() {
+                let status = reg.children.get_mut(&self.pid).and_then(|child| child.try_wait().ok().flatten());
+                if let Some(status) = status {
+                    reg.children.remove(&self.pid);
+                    return Some(status);
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The last lines of the process log, for error messages.
     pub fn log_tail(&self, lines: usize) -> String {
         log_tail(&self.log, lines)
