@@ -212,6 +212,33 @@ impl<'a> Job<'a> {
         Ok(session)
     }
 
+    /// SSH to the address Deploy recorded.
+    pub async fn ssh_recorded(&mut self) -> Result<SshSession, StageError> {
+        let ip = self
+            .status
+            .ip_address
+            .clone()
+            .ok_or_else(|| StageError::transient("no IP address recorded; Deploy must run first"))?;
+        let ip: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| StageError::permanent(reasons::INVALID_PARAMETERS, format!("status.ipAddress {ip:?} is not an address")))?;
+        self.ssh(SocketAddr::new(ip, stages::SSH_PORT)).await
+    }
+
+    /// Metadata for an object the Container owns (garbage-collected with it).
+    pub fn owned_metadata(&self, name: &str) -> kube::api::ObjectMeta {
+        kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(self.namespace.clone()),
+            owner_references: self.ct.controller_owner_ref(&()).map(|r| vec![r]),
+            labels: Some(std::collections::BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "infrahaus-operator".to_string(),
+            )])),
+            ..Default::default()
+        }
+    }
+
     /// Runs every stage that has not succeeded yet, in order.
     pub async fn run(&mut self, decision: plan::Run) -> Result<(), StageError> {
         self.begin(&decision);

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
-use kube::Resource;
 use rand::distr::{Alphanumeric, SampleString};
 
 use super::StageError;
@@ -204,16 +203,7 @@ async fn root_password(job: &mut Job<'_>) -> Result<String, StageError> {
     }
     let password = Alphanumeric.sample_string(&mut rand::rng(), GENERATED_PASSWORD_LEN);
     let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(key_ref.name.clone()),
-            namespace: Some(job.namespace.clone()),
-            owner_references: job.ct.controller_owner_ref(&()).map(|r| vec![r]),
-            labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/managed-by".to_string(),
-                "infrahaus-operator".to_string(),
-            )])),
-            ..Default::default()
-        },
+        metadata: job.owned_metadata(&key_ref.name),
         string_data: Some(BTreeMap::from([(key_ref.key.clone(), password.clone())])),
         type_: Some("Opaque".into()),
         ..Default::default()

@@ -13,14 +13,12 @@ use crate::crd::{conditions::reasons, TemplateFile};
 use crate::layout::{self, LayoutInput};
 use crate::proxmox;
 
-const SSH_PORT: u16 = 22;
-
 pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
     let ip = find_address(job).await?;
     job.status.ip_address = Some(ip.to_string());
     job.progress(45, format!("Connecting to {ip} over SSH")).await?;
 
-    let session = job.ssh(SocketAddr::new(ip, SSH_PORT)).await?;
+    let session = job.ssh(SocketAddr::new(ip, super::SSH_PORT)).await?;
 
     let (template_name, packages, files) = match &job.template {
         Some((name, t)) => (Some(name.clone()), t.packages.clone(), t.files.clone()),

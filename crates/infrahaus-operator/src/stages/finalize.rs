@@ -2,13 +2,11 @@
 //! write them to status and to the Secret `<name>-credentials`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use kube::api::{Api, Patch, PatchParams};
-use kube::Resource;
 
 use super::StageError;
 use crate::controller::driver::{Job, FIELD_MANAGER};
@@ -18,13 +16,7 @@ use crate::discovery::{self, Protocol};
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
-    let ip = job.status.ip_address.clone().ok_or_else(|| {
-        StageError::transient("no IP address recorded; Deploy must run first")
-    })?;
-    let addr: SocketAddr = format!("{ip}:22")
-        .parse()
-        .map_err(|_| StageError::permanent(reasons::INVALID_PARAMETERS, format!("bad address {ip}")))?;
-    let session = job.ssh(addr).await?;
+    let session = job.ssh_recorded().await?;
 
     let services = session.exec_capture(discovery::SERVICES_COMMAND, DISCOVERY_TIMEOUT).await?;
     let tcp = session.exec_capture(discovery::TCP_PORTS_COMMAND, DISCOVERY_TIMEOUT).await?;
@@ -77,16 +69,7 @@ async fn write_credentials(
 ) -> Result<(), StageError> {
     let secrets: Api<Secret> = Api::namespaced(job.kube.clone(), &job.namespace);
     let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(job.namespace.clone()),
-            owner_references: job.ct.controller_owner_ref(&()).map(|r| vec![r]),
-            labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/managed-by".to_string(),
-                "infrahaus-operator".to_string(),
-            )])),
-            ..Default::default()
-        },
+        metadata: job.owned_metadata(name),
         data: Some(files.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
         type_: Some("Opaque".into()),
         ..Default::default()

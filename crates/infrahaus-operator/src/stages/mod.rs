@@ -14,6 +14,9 @@ use crate::crd::{conditions::reasons, StageName};
 use crate::proxmox;
 use crate::ssh::SshError;
 
+/// Containers are reached over SSH on the standard port.
+pub const SSH_PORT: u16 = 22;
+
 /// Where a stage's percent range starts and ends (the seed plan's numbers).
 pub fn percent_range(stage: StageName) -> (i32, i32) {
     match stage {

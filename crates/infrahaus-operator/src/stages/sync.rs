@@ -2,7 +2,6 @@
 //! order, streaming every output line; the percent is spread over the scripts.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::StageError;
@@ -17,13 +16,7 @@ const CONFIG_SYNC_NAME: &str = "config-sync.sh";
 const CONFIG_SYNC_TIMEOUT: Duration = Duration::from_secs(1800);
 
 pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
-    let ip = job.status.ip_address.clone().ok_or_else(|| {
-        StageError::transient("no IP address recorded; Deploy must run first")
-    })?;
-    let addr: SocketAddr = format!("{ip}:22")
-        .parse()
-        .map_err(|_| StageError::permanent(reasons::INVALID_PARAMETERS, format!("bad address {ip}")))?;
-    let session = job.ssh(addr).await?;
+    let session = job.ssh_recorded().await?;
 
     let scripts: Vec<_> = job
         .template
