@@ -293,4 +293,19 @@ mod tests {
         assert_eq!(get("Creating"), Some(0));
         assert_eq!(counts.len(), Phase::ALL.len());
     }
+
+    #[tokio::test]
+    async fn node_limits_cap_concurrent_operations_per_node() {
+        let limits = NodeLimits::default();
+        let first = limits.acquire("ns/pve1", 2).await;
+        let second = limits.acquire("ns/pve1", 2).await;
+        assert!(first.is_some() && second.is_some());
+        let third = tokio::time::timeout(std::time::Duration::from_millis(50), limits.acquire("ns/pve1", 2)).await;
+        assert!(third.is_err(), "a third operation on the node waits");
+        let other = tokio::time::timeout(std::time::Duration::from_millis(50), limits.acquire("ns/pve2", 2)).await;
+        assert!(other.is_ok_and(|p| p.is_some()), "another node has its own limit");
+        drop(first);
+        let after = tokio::time::timeout(std::time::Duration::from_millis(50), limits.acquire("ns/pve1", 2)).await;
+        assert!(after.is_ok_and(|p| p.is_some()), "a released permit is reused");
+    }
 }
