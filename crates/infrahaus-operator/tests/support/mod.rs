@@ -279,3 +279,32 @@ pub async fn install_crds(client: &kube::Client) -> Result<()> {
     .await?;
     Ok(())
 }
+
+impl World {
+    /// Every `vzcreate` task the simulated node knows for `vmid`, running or ended.
+    pub async fn vzcreate_tasks(&self, vmid: i32) -> Result<Vec<Value>> {
+        let tasks = self
+            .pve_get(&format!("/nodes/pve1/tasks?vmid={vmid}&typefilter=vzcreate&source=all&limit=1000"))
+            .await?;
+        tasks.as_array().cloned().context("task list is not an array")
+    }
+
+    /// The events in a Container's Redis replay stream, oldest first.
+    pub async fn redis_stream(&self, name: &str) -> Result<Vec<Value>> {
+        let url = self.redis_url.as_deref().context("no Redis in this world")?;
+        let key = format!("container:{}/{name}:events", self.ns);
+        let mut connection = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+        let reply: redis::streams::StreamRangeReply =
+            redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query_async(&mut connection).await?;
+        reply
+            .ids
+            .iter()
+            .map(|entry| {
+                let json: String = entry
+                    .get(infrahaus_operator::progress::EVENTS_STREAM_FIELD)
+                    .context("stream entry without an event field")?;
+                Ok(serde_json::from_str(&json)?)
+            })
+            .collect()
+    }
+}
