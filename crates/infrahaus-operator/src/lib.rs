@@ -12,3 +12,4 @@ pub mod shutdown;
 pub mod controller;
 pub mod run;
 pub mod stages;
+pub mod watch;

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use infrahaus_operator::crd;
 use infrahaus_operator::run::{self, RunArgs};
+use infrahaus_operator::watch::{self, WatchArgs};
 
 /// Kubernetes operator that creates and configures Proxmox VE LXC containers.
 #[derive(Debug, Parser)]
@@ -23,6 +24,8 @@ enum Command {
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
+    /// Follow one Container's progress until it is Ready (exit 0) or in Error (exit 1).
+    Watch(WatchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
             .context("starting the async runtime")?
             .block_on(run::run(args)),
         Command::Crds { output_dir } => print_crds(output_dir),
+        Command::Watch(args) => std::process::exit(watch::main(args)),
     }
 }
 
