@@ -38,16 +38,21 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
     // A guest may already sit at this vmid: ours from an interrupted attempt,
     // or someone else's.
     if let Some(config) = job.existing_config(vmid).await? {
-        if !proxmox::is_owned_by(config.description.as_deref(), &job.uid) {
-            return Err(StageError::permanent(
-                reasons::FOREIGN_GUEST,
-                format!(
-                    "vmid {vmid} on node {node} is held by a guest that infrahaus-operator did not create \
-                     for this Container (no `infrahaus.io/uid={}` marker); it is left untouched. \
-                     Choose another vmid or remove spec.vmid to have one allocated",
-                    job.uid
-                ),
-            ));
+        let owned = proxmox::is_owned_by(config.description.as_deref(), &job.uid);
+        match existing_guest(owned, job.ct.spec.vmid.is_some()) {
+            ExistingGuest::Ours => {}
+            ExistingGuest::TakenMeanwhile => return allocate_again(job, vmid).await,
+            ExistingGuest::Foreign => {
+                return Err(StageError::permanent(
+                    reasons::FOREIGN_GUEST,
+                    format!(
+                        "vmid {vmid} on node {node} is held by a guest that infrahaus-operator did not create \
+                         for this Container (no `infrahaus.io/uid={}` marker); it is left untouched. \
+                         Choose another vmid or remove spec.vmid to have one allocated",
+                        job.uid
+                    ),
+                ))
+            }
         }
         let tasks = job.pve.list_tasks(&node, Some(vmid), Some("vzcreate")).await?;
         if let Some(task) = tasks.into_iter().find(|t| t.is_running()) {
@@ -75,12 +80,7 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
     job.progress(8, format!("Creating container {vmid} on node {node}")).await?;
     let upid = match job.pve.create_lxc(&node, &params).await {
         Ok(upid) => upid,
-        Err(error) if error.is_already_exists() && job.ct.spec.vmid.is_none() => {
-            // Another client took the id between nextid and create: allocate again.
-            job.status.vmid = None;
-            job.save().await?;
-            return Err(StageError::transient(format!("vmid {vmid} was taken meanwhile; allocating another")));
-        }
+        Err(error) if error.is_already_exists() && job.ct.spec.vmid.is_none() => return allocate_again(job, vmid).await,
         Err(error) => return Err(error.into()),
     };
     job.set_task(&upid).await?;
@@ -101,6 +101,35 @@ async fn finish(job: &mut Job<'_>, upid: &Upid) -> Result<(), StageError> {
     };
     job.progress(20, message).await?;
     Ok(())
+}
+
+/// What a guest that already sits at the Container's vmid means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExistingGuest {
+    /// Ours, from an interrupted attempt: continue with it.
+    Ours,
+    /// Not ours, at a vmid this Container was allocated: another client
+    /// (another Container, too) took the id between `/cluster/nextid` and our
+    /// create. Nothing was created at it for us, so another id is allocated.
+    TakenMeanwhile,
+    /// Not ours, at the vmid the spec asks for: an Error, never an adoption.
+    Foreign,
+}
+
+fn existing_guest(owned: bool, vmid_in_spec: bool) -> ExistingGuest {
+    match (owned, vmid_in_spec) {
+        (true, _) => ExistingGuest::Ours,
+        (false, false) => ExistingGuest::TakenMeanwhile,
+        (false, true) => ExistingGuest::Foreign,
+    }
+}
+
+/// Forgets an allocated vmid that another client took first; the next
+/// attempt allocates a fresh one.
+async fn allocate_again(job: &mut Job<'_>, vmid: u32) -> Result<(), StageError> {
+    job.status.vmid = None;
+    job.save().await?;
+    Err(StageError::transient(format!("vmid {vmid} was taken meanwhile; allocating another")))
 }
 
 async fn allocate_vmid(job: &mut Job<'_>) -> Result<u32, StageError> {
@@ -217,4 +246,22 @@ async fn root_password(job: &mut Job<'_>) -> Result<String, StageError> {
     }
     job.status.root_password_secret_ref = Some(key_ref);
     Ok(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_at_the_vmid_is_resumed_reallocated_or_an_error() {
+        let cases = [
+            (true, false, ExistingGuest::Ours),
+            (true, true, ExistingGuest::Ours),
+            (false, false, ExistingGuest::TakenMeanwhile),
+            (false, true, ExistingGuest::Foreign),
+        ];
+        for (owned, vmid_in_spec, expected) in cases {
+            assert_eq!(existing_guest(owned, vmid_in_spec), expected, "owned {owned}, vmid in spec {vmid_in_spec}");
+        }
+    }
 }
