@@ -1,5 +1,7 @@
 //! Logging: text for people, JSON for log pipelines; `RUST_LOG` filters.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::filter::{EnvFilter, FromEnvError, LevelFilter};
 
 /// The value of `--log-format`.
@@ -33,7 +35,9 @@ pub fn init(format: LogFormat) -> Result<(), TelemetryError> {
     let filter = env_filter()?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only for a terminal; a pod's log or a file gets plain text.
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder

@@ -113,6 +113,7 @@ impl<'a> Job<'a> {
         self.status.message = Some(message.clone());
         self.save().await?;
         if let Some(stage) = self.current_stage() {
+            tracing::debug!(step = stage.as_str(), percent, "{message}");
             let event = ProgressEvent::step(&self.identity(), stage.as_str(), percent as u8, &message)
                 .with_vmid(self.vmid_for_events());
             self.ctx.progress.publish(&event).await;
@@ -122,6 +123,7 @@ impl<'a> Job<'a> {
 
     /// Publishes one line of script output.
     pub async fn log(&self, script: &str, stream: Stream, line: &str) {
+        tracing::debug!(script, ?stream, line, "script output");
         let stream = match stream {
             Stream::Stdout => LogStream::Stdout,
             Stream::Stderr => LogStream::Stderr,
@@ -400,9 +402,13 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// Publishes a Kubernetes Event whose action is the stage; failure to do
-    /// so is logged, not fatal.
+    /// Logs and publishes a Kubernetes Event whose action is the stage;
+    /// failure to publish is logged, not fatal.
     pub async fn event(&self, type_: EventType, reason: &str, stage: StageName, note: String) {
+        match type_ {
+            EventType::Normal => tracing::info!(reason, step = stage.as_str(), "{note}"),
+            EventType::Warning => tracing::warn!(reason, step = stage.as_str(), "{note}"),
+        }
         let event = Event {
             type_,
             reason: reason.into(),
