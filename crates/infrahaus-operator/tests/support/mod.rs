@@ -308,3 +308,26 @@ impl World {
             .collect()
     }
 }
+
+impl World {
+    /// Starts `infrahaus-operator run` with exactly `args` and the Kubernetes
+    /// credentials in `kubeconfig` (e.g. a ServiceAccount token alone), as a
+    /// pod in `pod_namespace` would run; a metrics address of its own is added.
+    pub fn start_controller_with_kubeconfig(&mut self, kubeconfig: &std::path::Path, pod_namespace: &str, args: &[String]) -> Result<usize> {
+        let log = std::env::temp_dir().join(format!("controller-{}-{}.log", self.ns, self.controllers.len()));
+        let port = testbed::process::free_port()?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_infrahaus-operator"));
+        cmd.args(args)
+            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAMESPACE", pod_namespace)
+            .env("RUST_LOG", "info,infrahaus_operator=debug")
+            .env_remove("REDIS_URL");
+        if let Some(url) = &self.redis_url {
+            cmd.env("REDIS_URL", url);
+        }
+        let process = ManagedProcess::spawn("infrahaus-operator", cmd, &log)?;
+        self.controllers.push(process);
+        Ok(self.controllers.len() - 1)
+    }
+}

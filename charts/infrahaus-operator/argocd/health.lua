@@ -1,0 +1,60 @@
+-- Argo CD health check for infrahaus.io/Container.
+--   Healthy:     the Ready condition is True for the current generation.
+--   Degraded:    phase Error (final for this generation; see status.message).
+--   Progressing: everything else, a Container being deleted included.
+local health = {}
+
+local function current(generation, observed)
+  return generation == nil or observed == nil or observed == generation
+end
+
+if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
+  health.status = "Progressing"
+  health.message = "Deleting: the controller is removing the guest"
+  return health
+end
+
+local status = obj.status
+if status == nil then
+  health.status = "Progressing"
+  health.message = "Waiting for the controller"
+  return health
+end
+
+local generation = nil
+if obj.metadata ~= nil then
+  generation = obj.metadata.generation
+end
+
+if not current(generation, status.observedGeneration) then
+  health.status = "Progressing"
+  health.message = "Waiting for the controller to act on generation " .. tostring(generation)
+  return health
+end
+
+if status.phase == "Error" then
+  health.status = "Degraded"
+  health.message = status.message or "Container failed"
+  return health
+end
+
+if status.conditions ~= nil then
+  for _, condition in ipairs(status.conditions) do
+    if condition.type == "Ready" and condition.status == "True" and current(generation, condition.observedGeneration) then
+      health.status = "Healthy"
+      health.message = status.message or condition.message or "Container ready"
+      return health
+    end
+  end
+end
+
+health.status = "Progressing"
+if status.phase ~= nil and status.progress ~= nil then
+  health.message = status.phase .. " (" .. tostring(status.progress) .. "%)"
+  if status.message ~= nil then
+    health.message = health.message .. ": " .. status.message
+  end
+else
+  health.message = status.message or status.phase or "Waiting for the controller"
+end
+return health
