@@ -154,8 +154,15 @@ async fn foreign_guest_at_the_vmid_is_an_error_and_untouched() {
         .await
         .expect("create foreign guest");
     assert!(created.status().is_success(), "{}", created.text().await.unwrap_or_default());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = world.pve_get("/nodes/pve1/lxc/150/config").await.expect("config");
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let before = loop {
+        let config = world.pve_get("/nodes/pve1/lxc/150/config").await.expect("config");
+        if config.get("lock").is_none_or(Value::is_null) {
+            break config;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the hand-made guest's create never finished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
 
     world.apply(template("web", false)).await.expect("template");
     let mut ct = container("squatter", "web", json!({"ipv4": "dhcp"}));

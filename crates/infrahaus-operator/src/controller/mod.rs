@@ -149,7 +149,11 @@ async fn reconcile(ct: Arc<Container>, ctx: Arc<Context>) -> Result<Action, Erro
     let namespace = ct.namespace().unwrap_or_default();
     let name = ct.name_any();
     let vmid = ct.status.as_ref().and_then(|s| s.vmid).or(ct.spec.vmid);
-    let span = info_span!("reconcile", namespace = %namespace, name = %name, vmid = ?vmid);
+    // `container`, not `name`: JSON logs list a span's own name under `name`.
+    let span = info_span!("reconcile", namespace = %namespace, container = %name, vmid = tracing::field::Empty);
+    if let Some(vmid) = vmid {
+        span.record("vmid", vmid);
+    }
     ctx.metrics.reconcile();
     let api: Api<Container> = Api::namespaced(ctx.client.clone(), &namespace);
     let inner = ctx.clone();

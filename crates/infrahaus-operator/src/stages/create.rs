@@ -21,15 +21,40 @@ const DEFAULT_DISK_GIB: i32 = 8;
 const GENERATED_PASSWORD_LEN: usize = 24;
 /// A create log is a few dozen lines; this reads all of it.
 pub const CREATE_LOG_LINES: u64 = 500;
+/// Containers applied together all get the same `/cluster/nextid`; each
+/// collision costs one more allocation.
+const ALLOCATION_ATTEMPTS: usize = 20;
 
 pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
-    let node = job.node.clone();
-
     if let Some(upid) = job.in_flight_task("vzcreate")? {
         job.progress(10, format!("Waiting for create task {upid}")).await?;
         return finish(job, &upid).await;
     }
 
+    for _ in 0..ALLOCATION_ATTEMPTS {
+        match attempt(job).await? {
+            Attempt::Done => return Ok(()),
+            Attempt::Taken(vmid) => {
+                tracing::info!(vmid, "vmid was taken by another guest meanwhile; allocating another");
+                job.status.vmid = None;
+                job.save().await?;
+            }
+        }
+    }
+    Err(StageError::transient(format!(
+        "every vmid allocated in {ALLOCATION_ATTEMPTS} attempts was taken by another guest first; trying again later"
+    )))
+}
+
+/// The outcome of one try at creating the guest.
+enum Attempt {
+    Done,
+    /// The allocated vmid was taken by someone else first.
+    Taken(u32),
+}
+
+async fn attempt(job: &mut Job<'_>) -> Result<Attempt, StageError> {
+    let node = job.node.clone();
     let vmid = match job.status.vmid {
         Some(vmid) => vmid as u32,
         None => allocate_vmid(job).await?,
@@ -41,7 +66,7 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
         let owned = proxmox::is_owned_by(config.description.as_deref(), &job.uid);
         match existing_guest(owned, job.ct.spec.vmid.is_some()) {
             ExistingGuest::Ours => {}
-            ExistingGuest::TakenMeanwhile => return allocate_again(job, vmid).await,
+            ExistingGuest::TakenMeanwhile => return Ok(Attempt::Taken(vmid)),
             ExistingGuest::Foreign => {
                 return Err(StageError::permanent(
                     reasons::FOREIGN_GUEST,
@@ -61,7 +86,8 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
                 .parse()
                 .map_err(|e| StageError::transient(format!("task list holds a bad UPID: {e}")))?;
             job.set_task(&upid).await?;
-            return finish(job, &upid).await;
+            finish(job, &upid).await?;
+            return Ok(Attempt::Done);
         }
         if config.lock.as_deref() == Some("create") {
             return Err(StageError::transient(format!("CT {vmid} is still locked by its create task")));
@@ -71,7 +97,7 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
         let pins = job.create_log_fingerprints(vmid).await?;
         job.status.ssh_host_key_fingerprints = pins;
         job.progress(20, format!("Container {vmid} created")).await?;
-        return Ok(());
+        return Ok(Attempt::Done);
     }
 
     let password = root_password(job).await?;
@@ -80,11 +106,12 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
     job.progress(8, format!("Creating container {vmid} on node {node}")).await?;
     let upid = match job.pve.create_lxc(&node, &params).await {
         Ok(upid) => upid,
-        Err(error) if error.is_already_exists() && job.ct.spec.vmid.is_none() => return allocate_again(job, vmid).await,
+        Err(error) if error.is_already_exists() && job.ct.spec.vmid.is_none() => return Ok(Attempt::Taken(vmid)),
         Err(error) => return Err(error.into()),
     };
     job.set_task(&upid).await?;
-    finish(job, &upid).await
+    finish(job, &upid).await?;
+    Ok(Attempt::Done)
 }
 
 /// Waits for the create task and pins the host keys from its log.
@@ -124,14 +151,6 @@ fn existing_guest(owned: bool, vmid_in_spec: bool) -> ExistingGuest {
     }
 }
 
-/// Forgets an allocated vmid that another client took first; the next
-/// attempt allocates a fresh one.
-async fn allocate_again(job: &mut Job<'_>, vmid: u32) -> Result<(), StageError> {
-    job.status.vmid = None;
-    job.save().await?;
-    Err(StageError::transient(format!("vmid {vmid} was taken meanwhile; allocating another")))
-}
-
 async fn allocate_vmid(job: &mut Job<'_>) -> Result<u32, StageError> {
     let vmid = match job.ct.spec.vmid {
         Some(vmid) => vmid as u32,
@@ -140,6 +159,7 @@ async fn allocate_vmid(job: &mut Job<'_>) -> Result<u32, StageError> {
     job.status.vmid = Some(vmid as i32);
     job.status.node = Some(job.node.clone());
     job.save().await?;
+    tracing::Span::current().record("vmid", vmid);
     Ok(vmid)
 }
 
