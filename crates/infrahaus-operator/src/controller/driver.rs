@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::plan;
-use super::Context;
+use super::{Context, Inputs};
 use crate::crd::conditions::{reasons, set_condition, types, DesiredCondition};
 use crate::crd::{Container, ContainerStatus, ContainerTemplateSpec, Phase, StageName, StageState, StageStatus};
 use crate::progress::{ContainerRef, LogStream, ProgressEvent};
@@ -48,16 +48,8 @@ pub struct Job<'a> {
 }
 
 impl<'a> Job<'a> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        ctx: &'a Context,
-        ct: Arc<Container>,
-        pve: proxmox::Client,
-        node: String,
-        node_key: String,
-        max_node_operations: usize,
-        template: Option<(String, ContainerTemplateSpec)>,
-    ) -> Self {
+    pub fn new(ctx: &'a Context, ct: Arc<Container>, inputs: Inputs) -> Self {
+        let Inputs { pve, node_name: node, node_key, max_operations: max_node_operations, template } = inputs;
         let namespace = ct.namespace().unwrap_or_default();
         let api = Api::namespaced(ctx.client.clone(), &namespace);
         let status = ct.status.clone().unwrap_or_default();

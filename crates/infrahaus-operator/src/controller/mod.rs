@@ -180,15 +180,7 @@ async fn apply(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
         plan::Decision::Run(run) => run,
     };
     let inputs = resolve(&ct, ctx).await?;
-    let mut job = driver::Job::new(
-        ctx,
-        ct.clone(),
-        inputs.pve,
-        inputs.node_name,
-        inputs.node_key,
-        inputs.max_operations,
-        inputs.template,
-    );
+    let mut job = driver::Job::new(ctx, ct.clone(), inputs);
     match job.run(decision).await {
         Ok(()) => Ok(Action::await_change()),
         // The driver already recorded a permanent failure as phase Error.
