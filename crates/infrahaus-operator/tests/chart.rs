@@ -276,6 +276,25 @@ async fn rendered_manifests_pass_a_server_side_dry_run() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn helm_install_and_uninstall_work() -> Result<()> {
+    let kube = testbed::kube().await?;
+    let client = kube.client().await?;
+    let release_ns = testbed::unique_namespace(&client, "chart-install").await?;
+    let release = format!("install-{}", std::process::id());
+    let kubeconfig = kube.kubeconfig.display().to_string();
+    let chart = chart_dir().display().to_string();
+    let install = helm(&["install", &release, &chart, "--namespace", &release_ns, "--kubeconfig", &kubeconfig, "--set", "replicaCount=2"])?;
+    let printed = String::from_utf8_lossy(&install.stdout);
+    assert!(install.status.success(), "helm install: {printed}{}", String::from_utf8_lossy(&install.stderr));
+    assert!(printed.contains("STATUS: deployed"), "{printed}");
+    assert!(printed.contains("Leader election is on: one of 2 replicas reconciles at a time."), "NOTES: {printed}");
+
+    let uninstall = helm(&["uninstall", &release, "--namespace", &release_ns, "--kubeconfig", &kubeconfig, "--wait"])?;
+    assert!(uninstall.status.success(), "helm uninstall: {}", String::from_utf8_lossy(&uninstall.stderr));
+    Ok(())
+}
+
 /// A kubeconfig for the test bed's API server holding only `token`.
 fn token_kubeconfig(url: &str, ca_file: &Path, namespace: &str, token: &str) -> Result<tempfile::NamedTempFile> {
     let config = json!({
