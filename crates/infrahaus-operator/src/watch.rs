@@ -3,8 +3,10 @@
 //!
 //! With a Redis URL it replays the Container's event stream (XRANGE from the
 //! start), then follows it with blocking XREAD from the last id it showed, so
-//! no event is missed or shown twice. Without Redis it follows the
-//! Container's status through the Kubernetes API instead.
+//! no event is missed or shown twice. When the stream stays quiet and
+//! Kubernetes is reachable, the Container's status is checked, so a run whose
+//! events never reached Redis still ends the watch. Without Redis it follows
+//! the Container's status through the Kubernetes API instead.
 //!
 //! Exit codes: 0 when the Container is Ready, 1 when it is in Error, 2 on
 //! `--timeout`, 3 when watching itself failed (Redis or Kubernetes unreachable,
@@ -240,24 +242,16 @@ async fn follow_redis(url: &str, target: &Target, console: &mut Console) -> anyh
         return Ok(outcome);
     }
 
+    // Consulted when the stream stays quiet: a run whose events never reached
+    // Redis (an outage, or a controller without Redis) still ends the watch.
+    let statuses = match kube::Client::try_default().await {
+        Ok(client) => Some(Api::<Container>::namespaced(client, &target.namespace)),
+        Err(_) => None,
+    };
     loop {
-        let mut command = redis::cmd("XREAD");
-        command
-            .arg("BLOCK")
-            .arg(READ_BLOCK.as_millis() as u64)
-            .arg("COUNT")
-            .arg(100)
-            .arg("STREAMS")
-            .arg(&key)
-            .arg(&last_id);
-        let read = command.query_async::<Option<redis::streams::StreamReadReply>>(&mut connection);
-        let reply = match tokio::time::timeout(READ_BLOCK * 2, read).await {
-            Ok(Ok(reply)) => reply,
-            failure => {
-                let reason = match failure {
-                    Ok(Err(error)) => error.to_string(),
-                    _ => "no answer".to_owned(),
-                };
+        let entries = match read_after(&mut connection, &key, &last_id, Some(READ_BLOCK)).await {
+            Ok(entries) => entries,
+            Err(reason) => {
                 console.warning(&format!("Redis: {reason}; reconnecting"));
                 tokio::time::sleep(RECONNECT_DELAY).await;
                 if let Ok(fresh) = connect(&client).await {
@@ -266,17 +260,61 @@ async fn follow_redis(url: &str, target: &Target, console: &mut Console) -> anyh
                 continue;
             }
         };
-        for stream in reply.map(|r| r.keys).unwrap_or_default() {
-            for entry in entries(&stream.ids) {
-                last_id = entry.id;
-                let Some(event) = entry.event else { continue };
+        if entries.is_empty() {
+            let Some(view) = settled_status(statuses.as_ref(), &target.name).await else {
+                continue;
+            };
+            // Events that arrived since the last read still come first.
+            let late = read_after(&mut connection, &key, &last_id, None).await.unwrap_or_default();
+            for event in late.into_iter().filter_map(|e| e.event) {
                 console.event(&event);
                 if let Some(outcome) = event_outcome(&event) {
                     return Ok(outcome);
                 }
             }
+            console.status(&view);
+            return Ok(view.outcome.unwrap_or(Outcome::Failed));
+        }
+        for entry in entries {
+            last_id = entry.id;
+            let Some(event) = entry.event else { continue };
+            console.event(&event);
+            if let Some(outcome) = event_outcome(&event) {
+                return Ok(outcome);
+            }
         }
     }
+}
+
+/// The stream entries after `last_id`, waiting up to `block` for the first.
+async fn read_after(
+    connection: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    last_id: &str,
+    block: Option<Duration>,
+) -> Result<Vec<Entry>, String> {
+    let mut command = redis::cmd("XREAD");
+    if let Some(block) = block {
+        command.arg("BLOCK").arg(block.as_millis() as u64);
+    }
+    command.arg("COUNT").arg(100).arg("STREAMS").arg(key).arg(last_id);
+    let read = command.query_async::<Option<redis::streams::StreamReadReply>>(connection);
+    match tokio::time::timeout(block.unwrap_or_default() + READ_BLOCK, read).await {
+        Ok(Ok(reply)) => Ok(reply
+            .map(|r| r.keys)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|stream| entries(&stream.ids))
+            .collect()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("no answer".to_owned()),
+    }
+}
+
+/// The Container's status, when the controller has settled it.
+async fn settled_status(statuses: Option<&Api<Container>>, name: &str) -> Option<StatusView> {
+    let ct = statuses?.get_opt(name).await.ok()??;
+    Some(status_view(&ct)).filter(|view| view.outcome.is_some())
 }
 
 // ---- Kubernetes -----------------------------------------------------------

@@ -66,6 +66,20 @@ async fn redis_watch_shows_every_step_and_script_line_and_exits_0() {
     let replay = run(watch_command(&world, "web-watch", true, "30s")).await;
     assert_eq!(replay.status.code(), Some(0), "{}", stdout(&replay));
     assert_eq!(event_lines(&replay), event_lines(&live));
+
+    // Events that never reached Redis: the watch falls back to the status.
+    let url = world.redis_url.clone().expect("redis");
+    let mut redis = redis::Client::open(url.as_str())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let key = format!("container:{}/web-watch:events", world.ns);
+    redis::cmd("DEL").arg(&key).exec_async(&mut redis).await.expect("DEL");
+    let quiet = run(watch_command(&world, "web-watch", true, "30s")).await;
+    let text = stdout(&quiet);
+    assert_eq!(quiet.status.code(), Some(0), "{text}");
+    assert!(text.lines().last().is_some_and(|l| l.starts_with("[100%] Ready")), "{text}");
 }
 
 #[tokio::test]
