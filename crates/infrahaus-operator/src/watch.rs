@@ -213,12 +213,19 @@ async fn connect(client: &redis::Client) -> redis::RedisResult<redis::aio::Multi
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(None);
-    client.get_multiplexed_async_connection_with_config(&config).await
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
 }
 
-async fn follow_redis(url: &str, target: &Target, console: &mut Console) -> anyhow::Result<Outcome> {
+async fn follow_redis(
+    url: &str,
+    target: &Target,
+    console: &mut Console,
+) -> anyhow::Result<Outcome> {
     // The URL may hold a password: it is never echoed.
-    let client = redis::Client::open(url).map_err(|_| anyhow::anyhow!("the Redis URL is not valid"))?;
+    let client =
+        redis::Client::open(url).map_err(|_| anyhow::anyhow!("the Redis URL is not valid"))?;
     let key = progress::events_stream(&target.namespace, &target.name);
     let mut connection = connect(&client).await.context("connecting to Redis")?;
 
@@ -230,7 +237,9 @@ async fn follow_redis(url: &str, target: &Target, console: &mut Console) -> anyh
         .await
         .context("reading the event stream")?;
     let replay = entries(&replay.ids);
-    let mut last_id = replay.last().map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+    let mut last_id = replay
+        .last()
+        .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
     let events: Vec<ProgressEvent> = replay.into_iter().filter_map(|e| e.event).collect();
     if events.is_empty() {
         console.line(&format!("waiting for progress events of {target} ..."));
@@ -265,7 +274,9 @@ async fn follow_redis(url: &str, target: &Target, console: &mut Console) -> anyh
                 continue;
             };
             // Events that arrived since the last read still come first.
-            let late = read_after(&mut connection, &key, &last_id, None).await.unwrap_or_default();
+            let late = read_after(&mut connection, &key, &last_id, None)
+                .await
+                .unwrap_or_default();
             for event in late.into_iter().filter_map(|e| e.event) {
                 console.event(&event);
                 if let Some(outcome) = event_outcome(&event) {
@@ -297,7 +308,12 @@ async fn read_after(
     if let Some(block) = block {
         command.arg("BLOCK").arg(block.as_millis() as u64);
     }
-    command.arg("COUNT").arg(100).arg("STREAMS").arg(key).arg(last_id);
+    command
+        .arg("COUNT")
+        .arg(100)
+        .arg("STREAMS")
+        .arg(key)
+        .arg(last_id);
     let read = command.query_async::<Option<redis::streams::StreamReadReply>>(connection);
     match tokio::time::timeout(block.unwrap_or_default() + READ_BLOCK, read).await {
         Ok(Ok(reply)) => Ok(reply
@@ -371,7 +387,8 @@ async fn follow_status(target: &Target, console: &mut Console) -> anyhow::Result
             Ok(watcher::Event::Apply(ct) | watcher::Event::InitApply(ct)) => {
                 let view = status_view(&ct);
                 let changed = shown.as_ref().is_none_or(|old| {
-                    (old.phase, old.progress, &old.message) != (view.phase, view.progress, &view.message)
+                    (old.phase, old.progress, &old.message)
+                        != (view.phase, view.progress, &view.message)
                 });
                 if changed {
                     console.status(&view);
@@ -427,7 +444,13 @@ fn paint(text: &str, code: &str, color: bool) -> String {
 /// sequences included) are replaced so they cannot redraw the terminal.
 pub fn printable(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c })
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -452,23 +475,36 @@ pub fn event_line(event: &ProgressEvent, color: bool) -> String {
         EventType::Log => {
             let script = printable(event.script.as_deref().unwrap_or("script"));
             match event.stream {
-                Some(LogStream::Stderr) => (event.step.clone(), format!("{script} (stderr): {message}"), YELLOW),
+                Some(LogStream::Stderr) => (
+                    event.step.clone(),
+                    format!("{script} (stderr): {message}"),
+                    YELLOW,
+                ),
                 _ => (event.step.clone(), format!("{script}: {message}"), DIM),
             }
         }
         EventType::Complete => ("complete".to_owned(), message, GREEN),
-        EventType::Error => ("error".to_owned(), format!("{} failed: {message}", event.step), RED),
+        EventType::Error => (
+            "error".to_owned(),
+            format!("{} failed: {message}", event.step),
+            RED,
+        ),
     };
     let label = printable(&label);
     match event.event_type {
         EventType::Log => format!("{percent} {label:<10} {}", paint(&text, code, color)),
-        _ => format!("{percent} {} {text}", paint(&format!("{label:<10}"), code, color)),
+        _ => format!(
+            "{percent} {} {text}",
+            paint(&format!("{label:<10}"), code, color)
+        ),
     }
 }
 
 /// The line kept on screen for a status change.
 pub fn status_line(view: &StatusView, color: bool) -> String {
-    let percent = view.progress.map_or_else(|| "[  - ]".to_owned(), |p| format!("[{p:>3}%]"));
+    let percent = view
+        .progress
+        .map_or_else(|| "[  - ]".to_owned(), |p| format!("[{p:>3}%]"));
     let code = match view.phase {
         Phase::Ready => GREEN,
         Phase::Error => RED,
@@ -499,7 +535,11 @@ fn bar_label(event: &ProgressEvent) -> String {
         (EventType::Log, Some(script)) => format!("{} {script}", event.step),
         (EventType::Complete, _) => "complete".to_owned(),
         (EventType::Error, _) => format!("{} failed", event.step),
-        _ => format!("{} {}", event.step, event.message.lines().next().unwrap_or_default()),
+        _ => format!(
+            "{} {}",
+            event.step,
+            event.message.lines().next().unwrap_or_default()
+        ),
     }
 }
 
@@ -524,7 +564,10 @@ impl Console {
     fn status(&mut self, view: &StatusView) {
         let color = matches!(self.style, Style::Terminal { color: true });
         self.line(&status_line(view, color));
-        let percent = view.progress.and_then(|p| u8::try_from(p).ok()).unwrap_or(0);
+        let percent = view
+            .progress
+            .and_then(|p| u8::try_from(p).ok())
+            .unwrap_or(0);
         self.draw_bar(progress_bar(percent, view.phase.as_str()));
     }
 
@@ -602,7 +645,10 @@ mod tests {
             match expected {
                 Ok((namespace, name)) => assert_eq!(
                     parsed,
-                    Ok(Target { namespace: namespace.into(), name: name.into() }),
+                    Ok(Target {
+                        namespace: namespace.into(),
+                        name: name.into()
+                    }),
                     "{text}"
                 ),
                 Err(()) => assert!(parsed.is_err(), "{text}"),
@@ -626,7 +672,11 @@ mod tests {
             ("99999999999999999999h", None),
         ];
         for (text, seconds) in cases {
-            assert_eq!(parse_duration(text).ok(), seconds.map(Duration::from_secs), "{text:?}");
+            assert_eq!(
+                parse_duration(text).ok(),
+                seconds.map(Duration::from_secs),
+                "{text:?}"
+            );
         }
     }
 
@@ -647,7 +697,11 @@ mod tests {
             (true, true, Style::Terminal { color: false }),
         ];
         for (terminal, no_color, expected) in cases {
-            assert_eq!(style_for(terminal, no_color), expected, "{terminal} {no_color}");
+            assert_eq!(
+                style_for(terminal, no_color),
+                expected,
+                "{terminal} {no_color}"
+            );
         }
     }
 
@@ -691,34 +745,67 @@ mod tests {
     #[test]
     fn colours_only_when_asked() {
         let event = ProgressEvent::error(&web(), "syncing", 77, "boom");
-        assert_eq!(event_line(&event, true), "[ 77%] \x1b[31merror     \x1b[0m syncing failed: boom");
+        assert_eq!(
+            event_line(&event, true),
+            "[ 77%] \x1b[31merror     \x1b[0m syncing failed: boom"
+        );
         let log = ProgressEvent::log(&web(), "syncing", 70, LogStream::Stderr, "a.sh", "oops");
-        assert_eq!(event_line(&log, true), "[ 70%] syncing    \x1b[33ma.sh (stderr): oops\x1b[0m");
+        assert_eq!(
+            event_line(&log, true),
+            "[ 70%] syncing    \x1b[33ma.sh (stderr): oops\x1b[0m"
+        );
         assert!(!event_line(&event, false).contains('\x1b'));
     }
 
     #[test]
     fn bars_fill_with_the_percent() {
         let cases = [
-            (0, "creating", "[..............................]   0% creating"),
-            (50, "syncing 10-setup.sh", "[###############...............]  50% syncing 10-setup.sh"),
-            (100, "complete", "[##############################] 100% complete"),
+            (
+                0,
+                "creating",
+                "[..............................]   0% creating",
+            ),
+            (
+                50,
+                "syncing 10-setup.sh",
+                "[###############...............]  50% syncing 10-setup.sh",
+            ),
+            (
+                100,
+                "complete",
+                "[##############################] 100% complete",
+            ),
             (140, "", "[##############################] 100%"),
         ];
         for (percent, label, expected) in cases {
             assert_eq!(progress_bar(percent, label), expected);
         }
         let long = "x".repeat(200);
-        assert_eq!(progress_bar(10, &long).chars().count(), 32 + 6 + BAR_LABEL_CHARS);
+        assert_eq!(
+            progress_bar(10, &long).chars().count(),
+            32 + 6 + BAR_LABEL_CHARS
+        );
     }
 
     #[test]
     fn bar_labels_name_the_step_and_the_script() {
         let cases = [
-            (ProgressEvent::step(&web(), "deploying", 40, "Uploading files"), "deploying Uploading files"),
-            (ProgressEvent::log(&web(), "syncing", 70, LogStream::Stdout, "10-a.sh", "x"), "syncing 10-a.sh"),
-            (ProgressEvent::complete(&web(), "Container ready"), "complete"),
-            (ProgressEvent::error(&web(), "starting", 25, "boom"), "starting failed"),
+            (
+                ProgressEvent::step(&web(), "deploying", 40, "Uploading files"),
+                "deploying Uploading files",
+            ),
+            (
+                ProgressEvent::log(&web(), "syncing", 70, LogStream::Stdout, "10-a.sh", "x"),
+                "syncing 10-a.sh",
+            ),
+            (
+                ProgressEvent::complete(&web(), "Container ready"),
+                "complete",
+            ),
+            (
+                ProgressEvent::error(&web(), "starting", 25, "boom"),
+                "starting failed",
+            ),
         ];
         for (event, expected) in cases {
             assert_eq!(bar_label(&event), expected);
@@ -735,17 +822,39 @@ mod tests {
         };
         let cases: Vec<(&str, Vec<ProgressEvent>, usize)> = vec![
             ("empty", vec![], 0),
-            ("one run in flight", vec![event(Step, &web()), event(Log, &web())], 0),
-            ("one run done", vec![event(Step, &web()), event(Complete, &web())], 0),
-            ("one run failed", vec![event(Step, &web()), event(Error, &web())], 0),
+            (
+                "one run in flight",
+                vec![event(Step, &web()), event(Log, &web())],
+                0,
+            ),
+            (
+                "one run done",
+                vec![event(Step, &web()), event(Complete, &web())],
+                0,
+            ),
+            (
+                "one run failed",
+                vec![event(Step, &web()), event(Error, &web())],
+                0,
+            ),
             (
                 "a retry in flight",
-                vec![event(Step, &web()), event(Error, &web()), event(Step, &web()), event(Log, &web())],
+                vec![
+                    event(Step, &web()),
+                    event(Error, &web()),
+                    event(Step, &web()),
+                    event(Log, &web()),
+                ],
                 2,
             ),
             (
                 "a retry done",
-                vec![event(Step, &web()), event(Error, &web()), event(Step, &web()), event(Complete, &web())],
+                vec![
+                    event(Step, &web()),
+                    event(Error, &web()),
+                    event(Step, &web()),
+                    event(Complete, &web()),
+                ],
                 2,
             ),
             (
@@ -760,7 +869,8 @@ mod tests {
     }
 
     fn container(generation: i64, phase: Option<Phase>, observed: Option<i64>) -> Container {
-        let spec = serde_json::from_value(serde_json::json!({"nodeRef": {"name": "pve1"}})).expect("spec");
+        let spec =
+            serde_json::from_value(serde_json::json!({"nodeRef": {"name": "pve1"}})).expect("spec");
         let mut ct = Container::new("web-1", spec);
         ct.metadata.generation = Some(generation);
         ct.status = Some(ContainerStatus {
@@ -777,23 +887,55 @@ mod tests {
     fn status_settles_only_for_the_current_generation() {
         let deleting = {
             let mut ct = container(1, Some(Phase::Ready), Some(1));
-            ct.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-            ));
+            ct.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ));
             ct
         };
         let retried = {
             let mut ct = container(1, Some(Phase::Error), Some(1));
-            ct.metadata.annotations = Some([(plan::RETRY_ANNOTATION.to_owned(), "1".to_owned())].into());
+            ct.metadata.annotations =
+                Some([(plan::RETRY_ANNOTATION.to_owned(), "1".to_owned())].into());
             ct
         };
         let cases = [
-            ("no status yet", container(1, None, None), Phase::Pending, None),
-            ("in flight", container(1, Some(Phase::Deploying), Some(1)), Phase::Deploying, None),
-            ("ready", container(1, Some(Phase::Ready), Some(1)), Phase::Ready, Some(Outcome::Ready)),
-            ("error", container(1, Some(Phase::Error), Some(1)), Phase::Error, Some(Outcome::Failed)),
-            ("ready, older generation", container(2, Some(Phase::Ready), Some(1)), Phase::Ready, None),
-            ("error, older generation", container(2, Some(Phase::Error), Some(1)), Phase::Error, None),
+            (
+                "no status yet",
+                container(1, None, None),
+                Phase::Pending,
+                None,
+            ),
+            (
+                "in flight",
+                container(1, Some(Phase::Deploying), Some(1)),
+                Phase::Deploying,
+                None,
+            ),
+            (
+                "ready",
+                container(1, Some(Phase::Ready), Some(1)),
+                Phase::Ready,
+                Some(Outcome::Ready),
+            ),
+            (
+                "error",
+                container(1, Some(Phase::Error), Some(1)),
+                Phase::Error,
+                Some(Outcome::Failed),
+            ),
+            (
+                "ready, older generation",
+                container(2, Some(Phase::Ready), Some(1)),
+                Phase::Ready,
+                None,
+            ),
+            (
+                "error, older generation",
+                container(2, Some(Phase::Error), Some(1)),
+                Phase::Error,
+                None,
+            ),
             ("error with a new retry value", retried, Phase::Error, None),
             ("being deleted", deleting, Phase::Deleting, None),
         ];
