@@ -106,6 +106,15 @@ async fn deletion_while_ready_while_creating_and_with_retain() {
     api.delete("gone", &DeleteParams::default()).await.expect("delete");
     wait_gone(&world, "gone").await;
     assert!(!guest_exists(&world, vmid).await, "CT {vmid} destroyed");
+    // The Secrets it owned are garbage-collected with it.
+    let secrets = world.api::<k8s_openapi::api::core::v1::Secret>();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for owned in ["gone-credentials", "gone-root-password"] {
+        while secrets.get_opt(owned).await.expect("get secret").is_some() {
+            assert!(tokio::time::Instant::now() < deadline, "Secret {owned} outlived its Container");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     // Creating: the create task is waited on, then the guest destroyed.
     sim(&world, "/sim/task-duration", json!({"type": "vzcreate", "ms": 4000})).await;
