@@ -418,7 +418,9 @@ mod tests {
     fn create_parameters_are_verified_like_pve() {
         let schema = create_schema();
         let base = [("node", "pve1"), ("vmid", "100"), ("ostemplate", "local:vztmpl/x.tar.zst")];
-        let cases: &[(&[(&str, &str)], Option<(&str, &str)>)] = &[
+        // (extra parameters, the parameter and message of the expected error)
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<(&'a str, &'a str)>);
+        let cases: &[Case] = &[
             (&[], None),
             (&[("hostname", "web-1")], None),
             (&[("hostname", "web_1")], Some(("hostname", "does not look like a valid DNS name"))),

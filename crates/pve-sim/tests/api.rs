@@ -94,7 +94,9 @@ async fn create_verifies_parameters_like_proxmox() -> Result<()> {
         form.extend(extra);
         form
     };
-    let cases: Vec<(Vec<(&str, String)>, u16, &str, &str)> = vec![
+    // (extra form fields, expected status, parameter named in `errors`, its message)
+    type Case = (Vec<(&'static str, String)>, u16, &'static str, &'static str);
+    let cases: Vec<Case> = vec![
         (vec![("colour", "red".into())], 400, "colour", "not defined in schema"),
         (vec![("net0", "bridge=vmbr0,ip=dhcp".into())], 400, "net0", "name: property is missing"),
         (vec![("net0", "name=eth0,ip=192.0.2.10/24".into())], 400, "net0", "outside 127.0.0.0/8"),
