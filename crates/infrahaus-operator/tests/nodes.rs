@@ -52,3 +52,26 @@ async fn node_status_reports_reachability_token_and_tls() {
     assert_eq!((status.as_str(), reason.as_str()), ("False", "TlsError"));
     assert!(!world.controller_logs().contains("not-the-secret"), "the token never reaches the logs");
 }
+
+#[tokio::test]
+async fn container_waits_for_its_node_and_says_so() {
+    let mut world = World::new("waitnode").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    world.apply(support::fixtures::template("web", false)).await.expect("template");
+    let mut ct = support::fixtures::container("early-bird", "web", json!({"ipv4": "dhcp"}));
+    ct["spec"]["nodeRef"]["name"] = "pve-later".into();
+    world.apply(ct).await.expect("container");
+    let waiting = world
+        .wait_for("early-bird", Duration::from_secs(60), "a message about the missing node", |ct| {
+            ct.status.as_ref().and_then(|s| s.message.as_deref()).is_some_and(|m| m.contains("ProxmoxNode pve-later"))
+        })
+        .await
+        .expect("waiting message");
+    assert_eq!(waiting.status.and_then(|s| s.phase), Some(infrahaus_operator::crd::Phase::Pending));
+
+    world.apply_node("pve-later").await.expect("node appears");
+    world
+        .wait_phase("early-bird", infrahaus_operator::crd::Phase::Ready, support::fixtures::READY_TIMEOUT)
+        .await
+        .expect("Ready once the node exists");
+}

@@ -179,13 +179,35 @@ async fn apply(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
         plan::Decision::Idle => return Ok(Action::await_change()),
         plan::Decision::Run(run) => run,
     };
-    let inputs = resolve(&ct, ctx).await?;
+    let inputs = match resolve(&ct, ctx).await {
+        Ok(inputs) => inputs,
+        Err(error) => {
+            report_unresolved(&ct, ctx, &error).await;
+            return Err(error.into());
+        }
+    };
     let mut job = driver::Job::new(ctx, ct.clone(), inputs);
     match job.run(decision).await {
         Ok(()) => Ok(Action::await_change()),
         // The driver already recorded a permanent failure as phase Error.
         Err(error) if !error.is_transient() => Ok(Action::await_change()),
         Err(error) => Err(error.into()),
+    }
+}
+
+/// Shows why a Container cannot start yet (a reference not there yet, an
+/// unusable token Secret) in its status, keeping everything else.
+async fn report_unresolved(ct: &Container, ctx: &Context, error: &StageError) {
+    let mut status = ct.status.clone().unwrap_or_default();
+    let message = error.to_string();
+    if status.message.as_deref() == Some(message.as_str()) {
+        return;
+    }
+    status.phase.get_or_insert(Phase::Pending);
+    status.message = Some(message);
+    let api: Api<Container> = Api::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
+    if let Err(error) = driver::apply_status(&api, &ct.name_any(), &status).await {
+        tracing::warn!(%error, "could not record why the Container waits");
     }
 }
 
