@@ -116,23 +116,11 @@ impl World {
     /// Starts `infrahaus-operator run` for this namespace; its output goes to
     /// a log file that tests read back (for the no-leak checks).
     pub fn start_controller(&mut self, extra: &[&str]) -> Result<usize> {
-        let log = std::env::temp_dir().join(format!("controller-{}-{}.log", self.ns, self.controllers.len()));
-        let port = testbed::process::free_port()?;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_infrahaus-operator"));
-        cmd.arg("run")
-            .args(["--watch-namespace", &self.ns])
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .env("KUBECONFIG", &self.kube.kubeconfig)
-            .env("POD_NAMESPACE", &self.ns)
-            .env("RUST_LOG", "info,infrahaus_operator=debug")
-            .env_remove("REDIS_URL");
-        if let Some(url) = &self.redis_url {
-            cmd.env("REDIS_URL", url);
-        }
-        let process = ManagedProcess::spawn("infrahaus-operator", cmd, &log)?;
-        self.controllers.push(process);
-        Ok(self.controllers.len() - 1)
+        let mut args = vec!["run".to_string(), "--watch-namespace".to_string(), self.ns.clone()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let kubeconfig = self.kube.kubeconfig.clone();
+        let ns = self.ns.clone();
+        self.start_controller_with_kubeconfig(&kubeconfig, &ns, &args)
     }
 
     pub fn controller(&self, index: usize) -> &ManagedProcess {
