@@ -11,7 +11,9 @@ async fn serves_health_and_metrics_and_exits_cleanly_on_sigterm() {
     let client = kube.client().await.expect("client");
     let ns = testbed::unique_namespace(&client, "process").await.expect("namespace");
     let port = testbed::process::free_port().expect("port");
-    let log = std::env::temp_dir().join(format!("controller-{ns}.log"));
+    let dir = testbed::process::work_dir("infrahaus-process").expect("work dir");
+    testbed::process::remove_at_exit(dir.clone());
+    let log = dir.join("controller.log");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_infrahaus-operator"));
     cmd.args(["run", "--watch-namespace", &ns, "--metrics-addr", &format!("127.0.0.1:{port}"), "--log-format", "json"])
         .env("KUBECONFIG", &kube.kubeconfig)

@@ -30,6 +30,8 @@ pub struct World {
     pub ns: String,
     pub sim: PveSim,
     pub redis_url: Option<String>,
+    /// Controller logs and other files of this world, removed at exit.
+    pub dir: PathBuf,
     controllers: Vec<ManagedProcess>,
 }
 
@@ -45,7 +47,9 @@ impl World {
         let ns = testbed::unique_namespace(&client, prefix).await?;
         let sim = PveSim::start(options).await?;
         let redis_url = Some(testbed::redis().await?.url.clone());
-        let world = Self { kube, client, ns, sim, redis_url, controllers: Vec::new() };
+        let dir = testbed::process::work_dir("infrahaus-world")?;
+        testbed::process::remove_at_exit(dir.clone());
+        let world = Self { kube, client, ns, sim, redis_url, dir, controllers: Vec::new() };
         world.apply_node("pve1").await?;
         Ok(world)
     }
@@ -302,7 +306,7 @@ impl World {
     /// credentials in `kubeconfig` (e.g. a ServiceAccount token alone), as a
     /// pod in `pod_namespace` would run; a metrics address of its own is added.
     pub fn start_controller_with_kubeconfig(&mut self, kubeconfig: &std::path::Path, pod_namespace: &str, args: &[String]) -> Result<usize> {
-        let log = std::env::temp_dir().join(format!("controller-{}-{}.log", self.ns, self.controllers.len()));
+        let log = self.dir.join(format!("controller-{}.log", self.controllers.len()));
         let port = testbed::process::free_port()?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_infrahaus-operator"));
         cmd.args(args)
