@@ -52,9 +52,7 @@ impl KubeEnv {
         let version = binary_version(&bin)?;
         std::fs::create_dir_all(dir)?;
 
-        let etcd = start_etcd(&bin, dir)?;
-        let etcd_url = etcd.1;
-        let etcd = etcd.0;
+        let (etcd, etcd_url) = start_etcd(&bin, dir)?;
 
         let pki = Pki::write(dir)?;
         let port = free_port()?;
@@ -129,21 +127,6 @@ impl KubeEnv {
     pub async fn config(&self) -> Result<kube::Config> {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
         Ok(kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?)
-    }
-
-    /// A client that authenticates with `token` instead of the admin token.
-    pub async fn client_with_token(&self, token: &str) -> Result<kube::Client> {
-        let path = self.dir.join(format!("kubeconfig-{}", random_token()?));
-        std::fs::write(&path, render_kubeconfig(&self.url, &self.ca_file, token))?;
-        let kubeconfig = Kubeconfig::read_from(&path)?;
-        let _ = std::fs::remove_file(&path);
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        Ok(kube::Client::try_from(config)?)
-    }
-
-    /// Environment for child processes (the controller, kubectl, helm).
-    pub fn env(&self) -> Vec<(String, String)> {
-        vec![("KUBECONFIG".into(), self.kubeconfig.display().to_string())]
     }
 }
 
@@ -239,7 +222,7 @@ pub fn kube_testenv_bin() -> Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-/// The Kubernetes release the binary was built from (`tools/kube-testenv/K8S_VERSION`).
+/// The Kubernetes release the binary reports (`kube-apiserver --version`).
 fn binary_version(bin: &Path) -> Result<String> {
     let out = Command::new(bin).args(["kube-apiserver", "--version"]).output()?;
     let text = String::from_utf8_lossy(&out.stdout);

@@ -58,24 +58,18 @@ pub async fn kube() -> Result<&'static KubeEnv> {
 /// The shared Redis server of this test binary, started on first use.
 pub async fn redis() -> Result<&'static RedisServer> {
     static REDIS: OnceLock<std::result::Result<RedisServer, String>> = OnceLock::new();
-    tokio::task::spawn_blocking(|| {
-        shared(&REDIS, || {
-            let dir = process::work_dir("infrahaus-redis")?;
-            process::remove_at_exit(dir.clone());
-            RedisServer::start(&dir)
-        })
-    })
-    .await?
+    tokio::task::spawn_blocking(|| shared(&REDIS, start_redis)).await?
 }
 
 /// A Redis server of the caller's own, e.g. to stop it mid-test.
 pub async fn dedicated_redis() -> Result<RedisServer> {
-    tokio::task::spawn_blocking(|| {
-        let dir = process::work_dir("infrahaus-redis")?;
-        process::remove_at_exit(dir.clone());
-        RedisServer::start(&dir)
-    })
-    .await?
+    tokio::task::spawn_blocking(start_redis).await?
+}
+
+fn start_redis() -> Result<RedisServer> {
+    let dir = process::work_dir("infrahaus-redis")?;
+    process::remove_at_exit(dir.clone());
+    RedisServer::start(&dir)
 }
 
 /// Creates a namespace with a unique name derived from `prefix`.

@@ -7,29 +7,27 @@ use std::sync::Arc;
 
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
-
-use super::{resolve, Context, Error};
 use kube::api::Api;
+use kube::ResourceExt;
 
-use super::driver::apply_status;
+use super::driver::{apply_status, existing_config, publish_event};
 use crate::crd::{Container, DeletionPolicy, Phase};
 use crate::proxmox::{self, DeleteLxcOptions, Upid};
 use crate::stages::StageError;
+use super::{resolve, Context, Error};
+
+const DELETE_ACTION: &str = "Delete";
 
 pub async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
     if ct.spec.deletion_policy == DeletionPolicy::Retain {
-        publish(ctx, &ct, EventType::Normal, "Retained", "deletionPolicy is Retain; the guest is left in place".into()).await;
+        publish_event(ctx, &ct, EventType::Normal, "Retained", DELETE_ACTION, "deletionPolicy is Retain; the guest is left in place".into()).await;
         return Ok(Action::await_change());
     }
     let status = ct.status.clone().unwrap_or_default();
     let Some(vmid) = status.vmid.or(ct.spec.vmid).map(|v| v as u32) else {
         return Ok(Action::await_change());
     };
-    let inputs = match resolve(&ct, ctx).await {
-        Ok(inputs) => inputs,
-        Err(error) => return Err(error.into()),
-    };
+    let inputs = resolve(&ct, ctx).await?;
     let pve = &inputs.pve;
     let node = &inputs.node_name;
     let uid = ct.uid().unwrap_or_default();
@@ -39,23 +37,26 @@ pub async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
     if let Some(upid) = status.task_ref.as_deref().and_then(|t| t.parse::<Upid>().ok()) {
         let _ = pve.wait_task(&upid, timings.task_poll, timings.task_timeout).await;
     }
-    let config = match super::driver::existing_config(pve, node, vmid).await? {
+    let config = match existing_config(pve, node, vmid).await? {
         Some(config) => config,
         None => return Ok(Action::await_change()),
     };
     if !proxmox::is_owned_by(config.description.as_deref(), &uid) {
-        publish(
+        publish_event(
             ctx,
             &ct,
             EventType::Warning,
             "ForeignGuestKept",
+            DELETE_ACTION,
             format!("CT {vmid} does not carry this Container's marker; it is left untouched"),
         )
         .await;
         return Ok(Action::await_change());
     }
-    if let Some(lock) = &config.lock {
-        return Err(StageError::transient(format!("CT {vmid} is locked ({lock}); waiting before deleting")).into());
+    if config.lock.is_some() {
+        pve.wait_unlocked(node, vmid, timings.task_poll, timings.task_timeout)
+            .await
+            .map_err(StageError::from)?;
     }
     let mut deleting = status.clone();
     deleting.phase = Some(Phase::Deleting);
@@ -71,19 +72,6 @@ pub async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
     let options = DeleteLxcOptions { purge: true, destroy_unreferenced_disks: true, force: false };
     let upid = pve.delete_lxc(node, vmid, options).await.map_err(StageError::from)?;
     pve.wait_task(&upid, timings.task_poll, timings.task_timeout).await.map_err(StageError::from)?;
-    publish(ctx, &ct, EventType::Normal, "Destroyed", format!("CT {vmid} stopped and destroyed")).await;
+    publish_event(ctx, &ct, EventType::Normal, "Destroyed", DELETE_ACTION, format!("CT {vmid} stopped and destroyed")).await;
     Ok(Action::await_change())
-}
-
-async fn publish(ctx: &Context, ct: &Container, type_: EventType, reason: &str, note: String) {
-    let event = kube::runtime::events::Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Delete".into(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &ct.object_ref(&())).await {
-        tracing::warn!(%error, "could not publish Kubernetes Event");
-    }
 }

@@ -21,7 +21,7 @@ use crate::crd::{Container, ContainerStatus, ContainerTemplateSpec, Phase, Stage
 use crate::progress::{ContainerRef, LogStream, ProgressEvent};
 use crate::proxmox::{self, TaskOutcome, Upid};
 use crate::ssh::{self, HostKeyCheck, SshSession, SshTarget, Stream};
-use crate::stages::{self, percent_range, StageError, Timings};
+use crate::stages::{self, StageError};
 
 pub const FIELD_MANAGER: &str = "infrahaus-operator";
 
@@ -30,20 +30,16 @@ pub struct Job<'a> {
     pub ctx: &'a Context,
     pub ct: Arc<Container>,
     pub api: Api<Container>,
-    pub kube: kube::Client,
     pub pve: proxmox::Client,
     pub node: String,
     /// Namespace-scoped key of the ProxmoxNode, for the per-node limit.
     pub node_key: String,
     pub max_node_operations: usize,
     pub template: Option<(String, ContainerTemplateSpec)>,
-    pub ssh_public_key: String,
-    pub timings: Timings,
     pub status: ContainerStatus,
     pub namespace: String,
     pub name: String,
     pub uid: String,
-    generation: Option<i64>,
     last_percent: i32,
 }
 
@@ -57,21 +53,17 @@ impl<'a> Job<'a> {
         Self {
             ctx,
             api,
-            kube: ctx.client.clone(),
             pve,
             node,
             node_key,
             max_node_operations,
             template,
-            ssh_public_key: ctx.ssh_public_key.clone(),
-            timings: ctx.timings.clone(),
             // Percent never decreases within a generation, also across restarts.
             last_percent: if same_generation { status.progress.unwrap_or(0) } else { 0 },
             status,
             namespace,
             name: ct.name_any(),
             uid: ct.uid().unwrap_or_default(),
-            generation: ct.metadata.generation,
             ct,
         }
     }
@@ -163,7 +155,7 @@ impl<'a> Job<'a> {
     pub async fn wait_task(&mut self, upid: &Upid) -> Result<TaskOutcome, StageError> {
         let outcome = self
             .pve
-            .wait_task(upid, self.timings.task_poll, self.timings.task_timeout)
+            .wait_task(upid, self.ctx.timings.task_poll, self.ctx.timings.task_timeout)
             .await?;
         Ok(outcome)
     }
@@ -173,17 +165,11 @@ impl<'a> Job<'a> {
     pub async fn create_log_fingerprints(&self, vmid: u32) -> Result<Vec<String>, StageError> {
         let tasks = self.pve.list_tasks(&self.node, Some(vmid), Some("vzcreate")).await?;
         let Some(task) = tasks.into_iter().next() else { return Ok(Vec::new()) };
-        let upid: Upid = task
-            .upid
-            .parse()
+        let upid = task
+            .upid()
             .map_err(|e| StageError::transient(format!("task list holds a bad UPID: {e}")))?;
         let log = self.pve.task_log_tail(&upid, stages::create::CREATE_LOG_LINES).await?;
         Ok(proxmox::host_key_fingerprints(log.iter().map(String::as_str)))
-    }
-
-    /// The guest's config, or `None` when there is no guest at `vmid`.
-    pub async fn existing_config(&self, vmid: u32) -> Result<Option<proxmox::LxcConfig>, StageError> {
-        existing_config(&self.pve, &self.node, vmid).await
     }
 
     /// A permit of the node's `maxConcurrentOperations`.
@@ -197,7 +183,7 @@ impl<'a> Job<'a> {
         let check = HostKeyCheck::from_pins(self.status.ssh_host_key_fingerprints.clone());
         let trust_first = matches!(check, HostKeyCheck::TrustFirst);
         let target = SshTarget::root(addr, self.ctx.ssh_key.clone(), check);
-        let deadline = tokio::time::Instant::now() + self.timings.boot_timeout;
+        let deadline = tokio::time::Instant::now() + self.ctx.timings.boot_timeout;
         let session = ssh::connect_with_retry(&target, deadline).await?;
         if trust_first {
             self.status.ssh_host_key_fingerprints = vec![session.host_key_fingerprint().to_string()];
@@ -257,7 +243,7 @@ impl<'a> Job<'a> {
 
     fn begin(&mut self, decision: &plan::Run) {
         for stage in &decision.reset {
-            if let Some(entry) = self.status.stages.iter_mut().find(|s| s.name == *stage) {
+            if let Some(entry) = self.status.stage_mut(*stage) {
                 entry.state = StageState::Pending;
                 entry.finished_at = None;
                 entry.message = None;
@@ -281,7 +267,7 @@ impl<'a> Job<'a> {
     async fn run_stage(&mut self, stage: StageName) -> Result<(), StageError> {
         let started = Instant::now();
         let resumed = self.status.stage(stage).is_some_and(|s| s.state == StageState::Running);
-        if let Some(entry) = self.status.stages.iter_mut().find(|s| s.name == stage) {
+        if let Some(entry) = self.status.stage_mut(stage) {
             entry.state = StageState::Running;
             if !resumed {
                 entry.started_at = Some(now());
@@ -290,11 +276,10 @@ impl<'a> Job<'a> {
         }
         self.status.phase = Some(stage.phase());
         self.status.node = Some(self.node.clone());
-        let (start_percent, _) = percent_range(stage);
         if !resumed {
             self.event(EventType::Normal, "StageStarted", stage, format!("{stage} started")).await;
         }
-        self.progress(start_percent, stages::start_message(stage)).await?;
+        self.progress(stages::start_percent(stage), stages::start_message(stage)).await?;
 
         let result = match stage {
             StageName::Creating => stages::create::run(self).await,
@@ -307,7 +292,7 @@ impl<'a> Job<'a> {
         match result {
             Ok(()) => {
                 let message = self.status.message.clone().unwrap_or_default();
-                if let Some(entry) = self.status.stages.iter_mut().find(|s| s.name == stage) {
+                if let Some(entry) = self.status.stage_mut(stage) {
                     entry.state = StageState::Succeeded;
                     entry.finished_at = Some(now());
                     entry.message = Some(message.clone());
@@ -315,7 +300,7 @@ impl<'a> Job<'a> {
                 if let Some(condition) = stage_condition(stage) {
                     set_condition(
                         &mut self.status.conditions,
-                        DesiredCondition::truthy(condition, reasons::SUCCEEDED, message.clone(), self.generation),
+                        DesiredCondition::truthy(condition, reasons::SUCCEEDED, message.clone(), self.ct.metadata.generation),
                         &now(),
                     );
                 }
@@ -326,7 +311,7 @@ impl<'a> Job<'a> {
             Err(error) if error.is_transient() => {
                 let message = format!("{stage}: {error} (retrying)");
                 self.status.message = Some(message.clone());
-                if let Some(entry) = self.status.stages.iter_mut().find(|s| s.name == stage) {
+                if let Some(entry) = self.status.stage_mut(stage) {
                     entry.message = Some(error.to_string());
                 }
                 self.save().await?;
@@ -342,7 +327,7 @@ impl<'a> Job<'a> {
 
     async fn fail(&mut self, stage: StageName, error: &StageError) -> Result<(), StageError> {
         let message = format!("{stage} failed: {error}");
-        if let Some(entry) = self.status.stages.iter_mut().find(|s| s.name == stage) {
+        if let Some(entry) = self.status.stage_mut(stage) {
             entry.state = StageState::Failed;
             entry.finished_at = Some(now());
             entry.message = Some(error.to_string());
@@ -350,18 +335,18 @@ impl<'a> Job<'a> {
         self.status.phase = Some(Phase::Error);
         self.status.message = Some(message.clone());
         self.status.task_ref = None;
-        self.status.observed_generation = self.generation;
+        self.status.observed_generation = self.ct.metadata.generation;
         let at = now();
         if let Some(condition) = stage_condition(stage) {
             set_condition(
                 &mut self.status.conditions,
-                DesiredCondition::falsy(condition, error.reason(), message.clone(), self.generation),
+                DesiredCondition::falsy(condition, error.reason(), message.clone(), self.ct.metadata.generation),
                 &at,
             );
         }
         set_condition(
             &mut self.status.conditions,
-            DesiredCondition::falsy(types::READY, error.reason(), message.clone(), self.generation),
+            DesiredCondition::falsy(types::READY, error.reason(), message.clone(), self.ct.metadata.generation),
             &at,
         );
         self.save().await?;
@@ -381,10 +366,10 @@ impl<'a> Job<'a> {
         self.status.progress = Some(100);
         self.status.message = Some(message.clone());
         self.status.task_ref = None;
-        self.status.observed_generation = self.generation;
+        self.status.observed_generation = self.ct.metadata.generation;
         set_condition(
             &mut self.status.conditions,
-            DesiredCondition::truthy(types::READY, reasons::SUCCEEDED, format!("CT {vmid} is ready"), self.generation),
+            DesiredCondition::truthy(types::READY, reasons::SUCCEEDED, format!("CT {vmid} is ready"), self.ct.metadata.generation),
             &now(),
         );
         self.save().await?;
@@ -394,23 +379,22 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// Logs and publishes a Kubernetes Event whose action is the stage;
-    /// failure to publish is logged, not fatal.
+    /// Logs and publishes a Kubernetes Event whose action is the stage.
     pub async fn event(&self, type_: EventType, reason: &str, stage: StageName, note: String) {
-        match type_ {
-            EventType::Normal => tracing::info!(reason, step = stage.as_str(), "{note}"),
-            EventType::Warning => tracing::warn!(reason, step = stage.as_str(), "{note}"),
-        }
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: stage_action(stage).into(),
-            secondary: None,
-        };
-        if let Err(error) = self.ctx.recorder.publish(&event, &self.ct.object_ref(&())).await {
-            tracing::warn!(%error, "could not publish Kubernetes Event");
-        }
+        publish_event(self.ctx, &self.ct, type_, reason, stage_action(stage), note).await;
+    }
+}
+
+/// Logs and publishes a Kubernetes Event on a Container; failure to publish
+/// is logged, not fatal.
+pub async fn publish_event(ctx: &Context, ct: &Container, type_: EventType, reason: &str, action: &str, note: String) {
+    match type_ {
+        EventType::Normal => tracing::info!(reason, action, "{note}"),
+        EventType::Warning => tracing::warn!(reason, action, "{note}"),
+    }
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    if let Err(error) = ctx.recorder.publish(&event, &ct.object_ref(&())).await {
+        tracing::warn!(%error, "could not publish Kubernetes Event");
     }
 }
 

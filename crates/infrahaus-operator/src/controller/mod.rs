@@ -89,6 +89,21 @@ pub struct RunOptions {
     pub concurrency: u16,
 }
 
+impl RunOptions {
+    /// The objects of kind `K` this controller watches: in one namespace, or
+    /// in all.
+    pub fn watched<K>(&self, client: kube::Client) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match &self.watch_namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        }
+    }
+}
+
 /// Runs the Container and ProxmoxNode controllers until `shutdown` resolves;
 /// reconciles in flight then finish before this returns.
 pub async fn run(
@@ -108,11 +123,7 @@ async fn run_containers(
     options: RunOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    let containers: Api<Container> = match &options.watch_namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
+    let containers: Api<Container> = options.watched(ctx.client.clone());
     let config = kube::runtime::controller::Config::default().concurrency(options.concurrency.max(1));
     let controller = Controller::new(containers, watcher::Config::default()).with_config(config);
     let store = controller.store();

@@ -59,10 +59,7 @@ pub fn status_for(previous: Option<&ProxmoxNodeStatus>, health: &Health, generat
 }
 
 pub async fn run(ctx: Arc<Context>, options: RunOptions, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let nodes: Api<ProxmoxNode> = match &options.watch_namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
+    let nodes: Api<ProxmoxNode> = options.watched(ctx.client.clone());
     Controller::new(nodes, watcher::Config::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, |_, _, _| Action::requeue(RECHECK_FAILED), ctx)

@@ -434,6 +434,11 @@ impl ContainerStatus {
         self.stages.iter().find(|s| s.name == name)
     }
 
+    /// The record of a stage, to update it.
+    pub fn stage_mut(&mut self, name: StageName) -> Option<&mut StageStatus> {
+        self.stages.iter_mut().find(|s| s.name == name)
+    }
+
     /// Whether a stage has succeeded and must not run again.
     pub fn stage_succeeded(&self, name: StageName) -> bool {
         self.stage(name)

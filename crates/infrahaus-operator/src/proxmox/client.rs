@@ -523,14 +523,7 @@ mod tests {
 
     #[test]
     fn writes_retry_only_on_lock_contention() {
-        let api = |status, message: &str| Error::Api {
-            method: "POST",
-            endpoint: "/nodes/{node}/lxc",
-            path: "/nodes/pve1/lxc".into(),
-            status,
-            message: message.into(),
-            errors: BTreeMap::new(),
-        };
+        let api = |status, message: &str| super::super::error::test_api_error(status, message, &[]);
         let lock = api(
             500,
             "can't lock file '/run/lock/lxc/pve-config-120.lock' - got timeout",

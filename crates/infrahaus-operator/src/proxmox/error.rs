@@ -249,22 +249,29 @@ impl Error {
     }
 }
 
+/// An API error of `POST /nodes/pve1/lxc`, for the tests of this module's
+/// users.
+#[cfg(test)]
+pub(crate) fn test_api_error(status: u16, message: &str, errors: &[(&str, &str)]) -> Error {
+    Error::Api {
+        method: "POST",
+        endpoint: "/nodes/{node}/lxc",
+        path: "/nodes/pve1/lxc".into(),
+        status,
+        message: message.into(),
+        errors: errors
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn api(status: u16, message: &str, errors: &[(&str, &str)]) -> Error {
-        Error::Api {
-            method: "POST",
-            endpoint: "/nodes/{node}/lxc",
-            path: "/nodes/pve1/lxc".into(),
-            status,
-            message: message.into(),
-            errors: errors
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
+        test_api_error(status, message, errors)
     }
 
     #[test]

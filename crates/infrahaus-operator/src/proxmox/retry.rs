@@ -87,7 +87,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn backoff() -> Backoff {
@@ -99,14 +98,7 @@ mod tests {
     }
 
     fn api(status: u16, message: &str) -> Error {
-        Error::Api {
-            method: "POST",
-            endpoint: "/nodes/{node}/lxc",
-            path: "/nodes/pve1/lxc".into(),
-            status,
-            message: message.into(),
-            errors: BTreeMap::new(),
-        }
+        super::super::error::test_api_error(status, message, &[])
     }
 
     #[test]

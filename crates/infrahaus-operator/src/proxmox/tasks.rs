@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::client::{ApiPath, Client, Params};
 use super::de;
 use super::error::Error;
-use super::upid::Upid;
+use super::upid::{Upid, UpidParseError};
 
 /// How long after dispatch a task may still be unknown to its node.
 const NO_SUCH_TASK_GRACE: Duration = Duration::from_secs(15);
@@ -98,6 +98,11 @@ impl TaskSummary {
     /// Whether the task still runs.
     pub fn is_running(&self) -> bool {
         self.endtime.is_none()
+    }
+
+    /// The task's UPID, typed.
+    pub fn upid(&self) -> Result<Upid, UpidParseError> {
+        self.upid.parse()
     }
 }
 

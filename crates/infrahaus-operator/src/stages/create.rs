@@ -12,7 +12,7 @@ use kube::api::{Api, PostParams};
 use rand::distr::{Alphanumeric, SampleString};
 
 use super::StageError;
-use crate::controller::driver::Job;
+use crate::controller::driver::{existing_config, Job};
 use crate::crd::{conditions::reasons, KeyRef};
 use crate::proxmox::{self, CreateLxcParams, Upid};
 
@@ -62,7 +62,7 @@ async fn attempt(job: &mut Job<'_>) -> Result<Attempt, StageError> {
 
     // A guest may already sit at this vmid: ours from an interrupted attempt,
     // or someone else's.
-    if let Some(config) = job.existing_config(vmid).await? {
+    if let Some(config) = existing_config(&job.pve, &node, vmid).await? {
         let owned = proxmox::is_owned_by(config.description.as_deref(), &job.uid);
         match existing_guest(owned, job.ct.spec.vmid.is_some()) {
             ExistingGuest::Ours => {}
@@ -81,9 +81,8 @@ async fn attempt(job: &mut Job<'_>) -> Result<Attempt, StageError> {
         }
         let tasks = job.pve.list_tasks(&node, Some(vmid), Some("vzcreate")).await?;
         if let Some(task) = tasks.into_iter().find(|t| t.is_running()) {
-            let upid: Upid = task
-                .upid
-                .parse()
+            let upid = task
+                .upid()
                 .map_err(|e| StageError::transient(format!("task list holds a bad UPID: {e}")))?;
             job.set_task(&upid).await?;
             finish(job, &upid).await?;
@@ -182,7 +181,7 @@ fn create_params(job: &Job<'_>, vmid: u32, password: String) -> Result<CreateLxc
     let disk = own.disk_gib.or(defaults.disk_gib).unwrap_or(DEFAULT_DISK_GIB);
     let network = spec.network.clone().unwrap_or_default();
 
-    let mut keys = vec![job.ssh_public_key.clone()];
+    let mut keys = vec![job.ctx.ssh_public_key.clone()];
     keys.extend(spec.ssh_public_keys.iter().cloned());
     let description = format!("Managed by infrahaus-operator: Container {}/{}", job.namespace, job.name);
 
@@ -220,7 +219,7 @@ fn features(features: &crate::crd::Features) -> Option<String> {
 /// The root password: from the user's Secret, or generated once into
 /// `<name>-root-password`, owned by the Container.
 async fn root_password(job: &mut Job<'_>) -> Result<String, StageError> {
-    let secrets: Api<Secret> = Api::namespaced(job.kube.clone(), &job.namespace);
+    let secrets: Api<Secret> = Api::namespaced(job.ctx.client.clone(), &job.namespace);
     let key_ref = match &job.ct.spec.root_password_secret_ref {
         Some(r) => r.clone(),
         None => KeyRef { name: format!("{}-root-password", job.name), key: "password".into() },

@@ -32,8 +32,7 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
         vmid: job.vmid()?,
         template_name,
         packages,
-    })
-    .map_err(|e| StageError::permanent(reasons::INVALID_PARAMETERS, e.to_string()))?;
+    })?;
 
     job.progress(50, "Installing the config-manager layout").await?;
     run_checked(&session, plan.prepare_command, "prepare the layout").await?;
@@ -47,8 +46,7 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
     }
     for file in &files {
         let content = file_content(job, file).await?;
-        let mode = layout::parse_file_mode(file.mode.as_deref().unwrap_or("0644"))
-            .map_err(|e| StageError::permanent(reasons::INVALID_PARAMETERS, e.to_string()))?;
+        let mode = layout::parse_file_mode(file.mode.as_deref().unwrap_or("0644"))?;
         session.upload(&file.path, &content, mode).await?;
     }
     let _ = session.close().await;
@@ -80,7 +78,8 @@ async fn find_address(job: &mut Job<'_>) -> Result<IpAddr, StageError> {
     }
     let node = job.node.clone();
     let vmid = job.vmid()?;
-    let deadline = Instant::now() + job.timings.boot_timeout;
+    let timings = &job.ctx.timings;
+    let deadline = Instant::now() + timings.boot_timeout;
     loop {
         let interfaces = job.pve.lxc_interfaces(&node, vmid).await?;
         if let Some(ip) = interfaces.as_deref().and_then(proxmox::eth0_ipv4) {
@@ -89,10 +88,10 @@ async fn find_address(job: &mut Job<'_>) -> Result<IpAddr, StageError> {
         if Instant::now() >= deadline {
             return Err(StageError::transient(format!(
                 "CT {vmid} has no IPv4 address on eth0 after {:?}; is DHCP working on its bridge?",
-                job.timings.boot_timeout
+                timings.boot_timeout
             )));
         }
-        tokio::time::sleep(job.timings.task_poll).await;
+        tokio::time::sleep(timings.task_poll).await;
     }
 }
 
@@ -105,14 +104,14 @@ async fn file_content(job: &Job<'_>, file: &TemplateFile) -> Result<Vec<u8>, Sta
         StageError::permanent(reasons::INVALID_PARAMETERS, format!("file {} has neither content nor contentFrom", file.path))
     })?;
     if let Some(r) = &source.config_map_key_ref {
-        let api: Api<ConfigMap> = Api::namespaced(job.kube.clone(), &job.namespace);
+        let api: Api<ConfigMap> = Api::namespaced(job.ctx.client.clone(), &job.namespace);
         let cm = api.get_opt(&r.name).await?.ok_or_else(|| missing(format!("ConfigMap {}", r.name)))?;
         let data = cm.data.and_then(|mut d| d.remove(&r.key)).map(String::into_bytes);
         let binary = || cm.binary_data.as_ref().and_then(|d| d.get(&r.key)).map(|b| b.0.clone());
         return data.or_else(binary).ok_or_else(|| missing(format!("key {} in ConfigMap {}", r.key, r.name)));
     }
     if let Some(r) = &source.secret_key_ref {
-        let api: Api<Secret> = Api::namespaced(job.kube.clone(), &job.namespace);
+        let api: Api<Secret> = Api::namespaced(job.ctx.client.clone(), &job.namespace);
         let secret = api.get_opt(&r.name).await?.ok_or_else(|| missing(format!("Secret {}", r.name)))?;
         return secret
             .data

@@ -67,7 +67,7 @@ async fn write_credentials(
     name: &str,
     files: BTreeMap<String, Vec<u8>>,
 ) -> Result<(), StageError> {
-    let secrets: Api<Secret> = Api::namespaced(job.kube.clone(), &job.namespace);
+    let secrets: Api<Secret> = Api::namespaced(job.ctx.client.clone(), &job.namespace);
     let secret = Secret {
         metadata: job.owned_metadata(name),
         data: Some(files.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),

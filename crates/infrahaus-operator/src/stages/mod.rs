@@ -11,20 +11,22 @@ pub mod sync;
 use std::time::Duration;
 
 use crate::crd::{conditions::reasons, StageName};
+use crate::layout::LayoutError;
 use crate::proxmox;
 use crate::ssh::SshError;
 
 /// Containers are reached over SSH on the standard port.
 pub const SSH_PORT: u16 = 22;
 
-/// Where a stage's percent range starts and ends (the seed plan's numbers).
-pub fn percent_range(stage: StageName) -> (i32, i32) {
+/// The percent a stage starts at (the seed plan's numbers); each stage
+/// reports its own steps up to where the next one starts.
+pub fn start_percent(stage: StageName) -> i32 {
     match stage {
-        StageName::Creating => (5, 20),
-        StageName::Starting => (25, 35),
-        StageName::Deploying => (40, 60),
-        StageName::Syncing => (65, 90),
-        StageName::Finalizing => (95, 100),
+        StageName::Creating => 5,
+        StageName::Starting => 25,
+        StageName::Deploying => 40,
+        StageName::Syncing => 65,
+        StageName::Finalizing => 95,
     }
 }
 
@@ -96,6 +98,14 @@ impl From<SshError> for StageError {
             _ if error.is_transient() => StageError::Transient { message },
             _ => StageError::Permanent { reason: reasons::FAILED, message },
         }
+    }
+}
+
+/// A template that cannot be laid out (a bad script name, package or mode)
+/// stays bad until the template changes.
+impl From<LayoutError> for StageError {
+    fn from(error: LayoutError) -> Self {
+        StageError::Permanent { reason: reasons::INVALID_PARAMETERS, message: error.to_string() }
     }
 }
 

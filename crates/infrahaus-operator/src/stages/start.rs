@@ -13,11 +13,9 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
         job.status.task_ref = None;
     }
 
-    let current = job.pve.lxc_status(&node, vmid).await?;
+    let timings = &job.ctx.timings;
+    let current = job.pve.wait_unlocked(&node, vmid, timings.task_poll, timings.task_timeout).await?;
     if !current.is_running() {
-        if let Some(lock) = &current.lock {
-            return Err(StageError::transient(format!("CT {vmid} is locked ({lock}); waiting")));
-        }
         let _permit = job.node_permit().await;
         job.progress(28, format!("Starting container {vmid}")).await?;
         let upid = job.pve.start_lxc(&node, vmid).await?;

@@ -33,11 +33,9 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
         let done = index as i32 + 1;
         job.progress(percent(done), format!("Running script {} ({}/{})", script.name, done, scripts.len()))
             .await?;
-        let path = layout::script_path(&script.name)
-            .map_err(|e| StageError::permanent(reasons::INVALID_PARAMETERS, e.to_string()))?;
+        let path = layout::script_path(&script.name)?;
         session.upload(&path, script.content.as_bytes(), SCRIPT_MODE).await?;
-        let command = layout::script_command(&script.name)
-            .map_err(|e| StageError::permanent(reasons::INVALID_PARAMETERS, e.to_string()))?;
+        let command = layout::script_command(&script.name)?;
         let timeout = Duration::from_secs(script.timeout_seconds.max(1) as u64);
         run_script(job, &session, &script.name, &command, timeout).await?;
     }
