@@ -1,0 +1,84 @@
+//! Deletion: with `deletionPolicy: Delete` the guest is stopped and destroyed
+//! (`purge=1`, `destroy-unreferenced-disks=1`) and the task waited on; with
+//! `Retain` it is left alone. A guest without this Container's marker is never
+//! touched.
+
+use std::sync::Arc;
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+
+use super::driver::{apply_status, existing_config, publish_event};
+use super::{resolve, Context, Error};
+use crate::crd::{Container, DeletionPolicy, Phase};
+use crate::proxmox::{self, DeleteLxcOptions, Upid};
+use crate::stages::StageError;
+
+const DELETE_ACTION: &str = "Delete";
+
+pub async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
+    if ct.spec.deletion_policy == DeletionPolicy::Retain {
+        publish_event(
+            ctx,
+            &ct,
+            EventType::Normal,
+            "Retained",
+            DELETE_ACTION,
+            "deletionPolicy is Retain; the guest is left in place".into(),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    let status = ct.status.clone().unwrap_or_default();
+    let Some(vmid) = status.vmid.or(ct.spec.vmid).map(|v| v as u32) else {
+        return Ok(Action::await_change());
+    };
+    let inputs = resolve(&ct, ctx).await?;
+    let pve = &inputs.pve;
+    let node = &inputs.node_name;
+    let uid = ct.uid().unwrap_or_default();
+    let timings = &ctx.timings;
+
+    // A create still running holds the config lock; let it finish first.
+    if let Some(upid) = status.task_ref.as_deref().and_then(|t| t.parse::<Upid>().ok()) {
+        let _ = pve.wait_task(&upid, timings.task_poll, timings.task_timeout).await;
+    }
+    let config = match existing_config(pve, node, vmid).await? {
+        Some(config) => config,
+        None => return Ok(Action::await_change()),
+    };
+    if !proxmox::is_owned_by(config.description.as_deref(), &uid) {
+        publish_event(
+            ctx,
+            &ct,
+            EventType::Warning,
+            "ForeignGuestKept",
+            DELETE_ACTION,
+            format!("CT {vmid} does not carry this Container's marker; it is left untouched"),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    if config.lock.is_some() {
+        pve.wait_unlocked(node, vmid, timings.task_poll, timings.task_timeout).await.map_err(StageError::from)?;
+    }
+    let mut deleting = status.clone();
+    deleting.phase = Some(Phase::Deleting);
+    deleting.message = Some(format!("Stopping and destroying CT {vmid}"));
+    let api: Api<Container> = Api::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
+    apply_status(&api, &ct.name_any(), &deleting).await?;
+    let _permit = ctx.node_limits.acquire(&inputs.node_key, inputs.max_operations).await;
+    let current = pve.lxc_status(node, vmid).await.map_err(StageError::from)?;
+    if current.is_running() {
+        let upid = pve.stop_lxc(node, vmid).await.map_err(StageError::from)?;
+        pve.wait_task(&upid, timings.task_poll, timings.task_timeout).await.map_err(StageError::from)?;
+    }
+    let options = DeleteLxcOptions { purge: true, destroy_unreferenced_disks: true, force: false };
+    let upid = pve.delete_lxc(node, vmid, options).await.map_err(StageError::from)?;
+    pve.wait_task(&upid, timings.task_poll, timings.task_timeout).await.map_err(StageError::from)?;
+    publish_event(ctx, &ct, EventType::Normal, "Destroyed", DELETE_ACTION, format!("CT {vmid} stopped and destroyed"))
+        .await;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,140 @@
+//! The ProxmoxNode controller: checks that the API is reachable and the token
+//! accepted (`GET /version`) and reports it in the node's Ready condition and
+//! `status.version`. Checked again periodically and on every change.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use serde_json::json;
+
+use super::driver::FIELD_MANAGER;
+use super::{proxmox_client, Context, RunOptions};
+use crate::crd::conditions::{reasons, set_condition, types, DesiredCondition};
+use crate::crd::{ProxmoxNode, ProxmoxNodeStatus};
+use crate::proxmox;
+use crate::stages::StageError;
+
+/// How often a reachable node is checked again.
+const RECHECK: Duration = Duration::from_secs(300);
+/// How soon an unreachable node is checked again.
+const RECHECK_FAILED: Duration = Duration::from_secs(30);
+
+/// What a `GET /version` told about a node.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Health {
+    Connected { version: String },
+    Failed { reason: &'static str, message: String },
+}
+
+/// The condition reason for a failed check.
+pub fn failure_reason(error: &proxmox::Error) -> &'static str {
+    match error {
+        proxmox::Error::Tls { .. } => reasons::TLS_ERROR,
+        proxmox::Error::Api { status: 401 | 403, .. } => reasons::UNAUTHORIZED,
+        _ => reasons::UNREACHABLE,
+    }
+}
+
+/// The status for a check result, keeping `lastTransitionTime` when the
+/// outcome did not change.
+pub fn status_for(
+    previous: Option<&ProxmoxNodeStatus>,
+    health: &Health,
+    generation: Option<i64>,
+    now: &Time,
+) -> ProxmoxNodeStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    let condition = match health {
+        Health::Connected { version } => {
+            status.version = Some(version.clone());
+            DesiredCondition::truthy(
+                types::READY,
+                reasons::CONNECTED,
+                format!("Proxmox VE {version} answers and accepts the token"),
+                generation,
+            )
+        }
+        Health::Failed { reason, message } => {
+            DesiredCondition::falsy(types::READY, reason, message.clone(), generation)
+        }
+    };
+    set_condition(&mut status.conditions, condition, now);
+    status.observed_generation = generation;
+    status
+}
+
+pub async fn run(
+    ctx: Arc<Context>,
+    options: RunOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let nodes: Api<ProxmoxNode> = options.watched(ctx.client.clone());
+    Controller::new(nodes, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, |_, _, _| Action::requeue(RECHECK_FAILED), ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+async fn reconcile(node: Arc<ProxmoxNode>, ctx: Arc<Context>) -> Result<Action, StageError> {
+    let namespace = node.namespace().unwrap_or_default();
+    let health = match proxmox_client(&node, &namespace, &ctx).await {
+        Ok(client) => match client.version().await {
+            Ok(info) => Health::Connected { version: info.version },
+            Err(error) => Health::Failed { reason: failure_reason(&error), message: error.to_string() },
+        },
+        Err(error) => Health::Failed { reason: reasons::INVALID_REFERENCE, message: error.to_string() },
+    };
+    let status = status_for(node.status.as_ref(), &health, node.metadata.generation, &Time(Timestamp::now()));
+    if node.status.as_ref() != Some(&status) {
+        let api: Api<ProxmoxNode> = Api::namespaced(ctx.client.clone(), &namespace);
+        let patch = json!({"apiVersion": "infrahaus.io/v1alpha1", "kind": "ProxmoxNode", "status": status});
+        api.patch_status(&node.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    }
+    Ok(Action::requeue(match health {
+        Health::Connected { .. } => RECHECK,
+        Health::Failed { .. } => RECHECK_FAILED,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).expect("timestamp"))
+    }
+
+    #[test]
+    fn status_follows_health_and_keeps_transition_times() {
+        let up = Health::Connected { version: "8.3.0".into() };
+        let down = Health::Failed { reason: reasons::UNAUTHORIZED, message: "401 authentication failure".into() };
+
+        let first = status_for(None, &up, Some(1), &at(100));
+        assert_eq!(first.version.as_deref(), Some("8.3.0"));
+        assert_eq!(first.observed_generation, Some(1));
+        let ready = &first.conditions[0];
+        assert_eq!(
+            (ready.type_.as_str(), ready.status.as_str(), ready.reason.as_str()),
+            ("Ready", "True", "Connected")
+        );
+        assert_eq!(ready.last_transition_time, at(100));
+
+        let again = status_for(Some(&first), &up, Some(1), &at(200));
+        assert_eq!(again.conditions[0].last_transition_time, at(100), "no transition, no new time");
+
+        let failed = status_for(Some(&again), &down, Some(2), &at(300));
+        let ready = &failed.conditions[0];
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Unauthorized"));
+        assert_eq!(ready.last_transition_time, at(300));
+        assert_eq!(failed.version.as_deref(), Some("8.3.0"), "the last known version stays");
+        assert_eq!(failed.observed_generation, Some(2));
+    }
+}

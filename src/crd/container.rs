@@ -1,0 +1,439 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::container_template::Resources;
+use super::refs::{KeyRef, ObjectRef};
+
+/// One LXC container on one Proxmox VE node.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "infrahaus.io",
+    version = "v1alpha1",
+    kind = "Container",
+    namespaced,
+    status = "ContainerStatus",
+    shortname = "ct",
+    category = "infrahaus",
+    doc = "One LXC container on one Proxmox VE node, created and configured through five stages.",
+    printcolumn(name = "VMID", type_ = "integer", json_path = ".status.vmid"),
+    printcolumn(name = "Node", type_ = "string", json_path = ".spec.nodeRef.name"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Progress", type_ = "integer", json_path = ".status.progress"),
+    printcolumn(name = "IP", type_ = "string", json_path = ".status.ipAddress"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = kube::core::Rule::new(
+        "has(self.spec.hostname) || (size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))"
+    ).message("metadata.name is not a valid hostname (a DNS label of at most 63 characters); set spec.hostname")
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.nodeRef.name == oldSelf.nodeRef.name", "message": "nodeRef is immutable", "fieldPath": ".nodeRef"},
+    {"rule": "has(self.vmid) == has(oldSelf.vmid) && (!has(self.vmid) || self.vmid == oldSelf.vmid)",
+     "message": "vmid is immutable", "fieldPath": ".vmid"},
+    {"rule": "has(self.osTemplate) == has(oldSelf.osTemplate) && (!has(self.osTemplate) || self.osTemplate == oldSelf.osTemplate)",
+     "message": "osTemplate is immutable", "fieldPath": ".osTemplate"},
+    {"rule": "self.unprivileged == oldSelf.unprivileged", "message": "unprivileged is immutable", "fieldPath": ".unprivileged"}
+]))]
+pub struct ContainerSpec {
+    /// The ProxmoxNode the container lives on. Immutable.
+    pub node_ref: ObjectRef,
+
+    /// The ContainerTemplate that provides OS template, defaults, packages, files and scripts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_ref: Option<ObjectRef>,
+
+    /// Proxmox VMID (100..999999999). Immutable; when absent the next free id is allocated
+    /// and reported in `status.vmid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 999_999_999))]
+    pub vmid: Option<i32>,
+
+    /// Hostname of the container, a DNS label. Defaults to `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+        "message": "hostname must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit"
+    }]))]
+    pub hostname: Option<String>,
+
+    /// OS template volume; overrides the template's. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^[A-Za-z][A-Za-z0-9_.-]*:vztmpl/[^\\\\s]+$')",
+        "message": "osTemplate must be a template volume such as local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
+    }]))]
+    pub os_template: Option<String>,
+
+    /// CPU, memory and disk; unset fields come from the template's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+
+    /// The container's `eth0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<ContainerNetwork>,
+
+    /// Secret key holding the root password. When absent a password is generated
+    /// into the Secret `<name>-root-password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_password_secret_ref: Option<KeyRef>,
+
+    /// Additional SSH public keys authorised for root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 8192)))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(k, k.matches('^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\\\\.com) [A-Za-z0-9+/]+=*( [^\\\\n\\\\r]*)?$'))",
+        "message": "sshPublicKeys must be single-line OpenSSH public keys such as 'ssh-ed25519 AAAA... comment'"
+    }]))]
+    pub ssh_public_keys: Vec<String>,
+
+    /// Run the container unprivileged. Immutable.
+    #[serde(default = "default_true")]
+    pub unprivileged: bool,
+
+    /// Container features.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Features>,
+
+    /// Start the container when the node boots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_on_boot: Option<bool>,
+
+    /// Proxmox tags, in addition to `infrahaus` which is always set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 64)))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(t, t.matches('^[a-z0-9_][a-z0-9_+.-]*$'))",
+        "message": "tags must be Proxmox tags: lowercase letters, digits and _ + . -"
+    }]))]
+    pub tags: Vec<String>,
+
+    /// What happens to the guest when the Container is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The network of the container's `eth0`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.gateway) || (has(self.ipv4) && self.ipv4 != 'dhcp')",
+    "message": "gateway is only allowed with a static ipv4 address",
+    "fieldPath": ".gateway"
+}]))]
+pub struct ContainerNetwork {
+    /// Bridge the interface is attached to. Defaults to `vmbr0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 15))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^[A-Za-z][A-Za-z0-9_.-]*$')",
+        "message": "bridge must be an interface name such as vmbr0"
+    }]))]
+    pub bridge: Option<String>,
+
+    /// `dhcp` (the default) or a static address in CIDR form, e.g. `192.0.2.10/24`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 4, max = 18))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == 'dhcp' || self.matches('^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/([0-9]|[12][0-9]|3[0-2])$')",
+        "message": "ipv4 must be 'dhcp' or an IPv4 address with prefix length, e.g. 192.0.2.10/24"
+    }]))]
+    pub ipv4: Option<String>,
+
+    /// Default gateway; only with a static `ipv4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 7, max = 15))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$')",
+        "message": "gateway must be an IPv4 address, e.g. 192.0.2.1"
+    }]))]
+    pub gateway: Option<String>,
+
+    /// DNS servers for the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3), inner(length(min = 2, max = 45)))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(n, n.matches('^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$') || n.matches('^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$'))",
+        "message": "nameservers must be IP addresses"
+    }]))]
+    pub nameservers: Vec<String>,
+}
+
+/// Optional LXC features.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Features {
+    /// Allow nested containers (needed by systemd in recent distributions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nesting: Option<bool>,
+    /// Allow the keyctl() system call (needed by Docker in unprivileged containers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyctl: Option<bool>,
+    /// Allow FUSE mounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuse: Option<bool>,
+}
+
+/// What happens to the Proxmox guest when its Container is deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Stop and destroy the guest, purging its disks.
+    #[default]
+    Delete,
+    /// Leave the guest alone.
+    Retain,
+}
+
+/// Where a Container is in its life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// Accepted, no work started yet.
+    #[default]
+    Pending,
+    /// Creating the guest.
+    Creating,
+    /// Starting the guest.
+    Starting,
+    /// Installing the config-manager layout and the template's files.
+    Deploying,
+    /// Installing packages and running scripts.
+    Syncing,
+    /// Discovering services, ports and credentials.
+    Finalizing,
+    /// Running and configured.
+    Ready,
+    /// A permanent failure; see `message` and `stages`.
+    Error,
+    /// Being deleted.
+    Deleting,
+}
+
+/// The five stages, in order.
+impl Phase {
+    pub const ALL: [Phase; 9] = [
+        Phase::Pending,
+        Phase::Creating,
+        Phase::Starting,
+        Phase::Deploying,
+        Phase::Syncing,
+        Phase::Finalizing,
+        Phase::Ready,
+        Phase::Error,
+        Phase::Deleting,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Creating => "Creating",
+            Phase::Starting => "Starting",
+            Phase::Deploying => "Deploying",
+            Phase::Syncing => "Syncing",
+            Phase::Finalizing => "Finalizing",
+            Phase::Ready => "Ready",
+            Phase::Error => "Error",
+            Phase::Deleting => "Deleting",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StageName {
+    /// Allocate a vmid and create the guest.
+    Creating,
+    /// Start the guest.
+    Starting,
+    /// Install the config-manager layout and the template's files.
+    Deploying,
+    /// Install packages and run scripts.
+    Syncing,
+    /// Discover services, ports and credentials.
+    Finalizing,
+}
+
+impl StageName {
+    /// All stages in the order they run.
+    pub const ALL: [StageName; 5] =
+        [StageName::Creating, StageName::Starting, StageName::Deploying, StageName::Syncing, StageName::Finalizing];
+
+    /// The name used in status, events and Redis (`creating`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageName::Creating => "creating",
+            StageName::Starting => "starting",
+            StageName::Deploying => "deploying",
+            StageName::Syncing => "syncing",
+            StageName::Finalizing => "finalizing",
+        }
+    }
+
+    /// The phase a Container is in while this stage runs.
+    pub fn phase(self) -> Phase {
+        match self {
+            StageName::Creating => Phase::Creating,
+            StageName::Starting => Phase::Starting,
+            StageName::Deploying => Phase::Deploying,
+            StageName::Syncing => Phase::Syncing,
+            StageName::Finalizing => Phase::Finalizing,
+        }
+    }
+}
+
+impl std::fmt::Display for StageName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The state of one stage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum StageState {
+    /// Not started.
+    #[default]
+    Pending,
+    /// In progress.
+    Running,
+    /// Done; never run again for this Container.
+    Succeeded,
+    /// Failed permanently; retried on a spec change or a new `infrahaus.io/retry` value.
+    Failed,
+}
+
+/// The record of one stage, the audit trail of a Container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StageStatus {
+    /// Which stage.
+    pub name: StageName,
+    /// Its state.
+    pub state: StageState,
+    /// When it last started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When it last succeeded or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// What happened, or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A port a process listens on inside the container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListeningPort {
+    /// Port number.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Transport protocol.
+    pub protocol: PortProtocol,
+    /// Name of the owning process, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+}
+
+/// Transport protocol of a listening port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// Observed state of a Container.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    /// Where the Container is in its life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// Percent done, 0..100; the same numbers as the Redis progress events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub progress: Option<i32>,
+
+    /// Human-readable summary of the current state or the failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+
+    /// Proxmox VMID of the guest, once allocated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmid: Option<i32>,
+
+    /// Proxmox node name the guest lives on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+
+    /// IPv4 address of `eth0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+
+    /// UPID of the Proxmox task in flight, waited on after a restart instead of issued again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_ref: Option<String>,
+
+    /// Pinned SSH host key fingerprints (`SHA256:...`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_host_key_fingerprints: Vec<String>,
+
+    /// One entry per stage that has started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageStatus>,
+
+    /// Application services found running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+
+    /// Ports found listening.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listening_ports: Vec<ListeningPort>,
+
+    /// Secret holding the credential files found in `/etc/infrahaus/credentials/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<ObjectRef>,
+
+    /// Secret key holding the root password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_password_secret_ref: Option<KeyRef>,
+
+    /// The value of the `infrahaus.io/retry` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_retry: Option<String>,
+
+    /// The `metadata.generation` this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Created`, `Started`, `Deployed`, `Synced` and `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+impl ContainerStatus {
+    /// The record of a stage, if it has started.
+    pub fn stage(&self, name: StageName) -> Option<&StageStatus> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+
+    /// The record of a stage, to update it.
+    pub fn stage_mut(&mut self, name: StageName) -> Option<&mut StageStatus> {
+        self.stages.iter_mut().find(|s| s.name == name)
+    }
+
+    /// Whether a stage has succeeded and must not run again.
+    pub fn stage_succeeded(&self, name: StageName) -> bool {
+        self.stage(name).is_some_and(|s| s.state == StageState::Succeeded)
+    }
+}

@@ -1,0 +1,15 @@
+pub mod controller;
+pub mod crd;
+pub mod discovery;
+pub mod layout;
+pub mod leader;
+pub mod metrics;
+pub mod progress;
+pub mod proxmox;
+pub mod run;
+pub mod server;
+pub mod shutdown;
+pub mod ssh;
+pub mod stages;
+pub mod telemetry;
+pub mod watch;

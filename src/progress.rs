@@ -1,0 +1,513 @@
+//! Progress events mirrored to Redis: Pub/Sub for live watchers and a capped
+//! stream for late subscribers (contract section 3).
+//!
+//! Redis is optional and never on the critical path: a publish waits at most
+//! a short timeout, and after a failure publishing is skipped for a growing
+//! back-off period instead of waiting on a dead server for every event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+
+/// The stream entry field holding the event JSON.
+pub const EVENTS_STREAM_FIELD: &str = "event";
+
+/// Approximate length cap of each container's replay stream.
+pub const EVENTS_STREAM_MAXLEN: usize = 1000;
+
+/// The Pub/Sub channel of one container's progress events.
+pub fn progress_channel(namespace: &str, name: &str) -> String {
+    format!("container:{namespace}/{name}:progress")
+}
+
+/// The Redis stream replaying one container's progress events.
+pub fn events_stream(namespace: &str, name: &str) -> String {
+    format!("container:{namespace}/{name}:events")
+}
+
+/// Which container an event is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl ContainerRef {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>, uid: impl Into<String>) -> Self {
+        Self { namespace: namespace.into(), name: name.into(), uid: uid.into() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventType {
+    Step,
+    Log,
+    Complete,
+    Error,
+}
+
+/// The output stream a `log` line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// One progress event, serialised as the contract's JSON object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressEvent {
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// The stage: creating, starting, deploying, syncing or finalizing.
+    pub step: String,
+    pub percent: u8,
+    pub message: String,
+    #[serde(serialize_with = "serialize_millis")]
+    pub timestamp: DateTime<Utc>,
+    pub container: ContainerRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmid: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<LogStream>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+}
+
+/// The contract fixes the timestamp format: RFC 3339 in UTC with
+/// milliseconds and a `Z`, as JavaScript's `toISOString` prints it.
+fn serialize_millis<S: Serializer>(timestamp: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&timestamp.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// The stage a `complete` event is reported under.
+const FINAL_STEP: &str = "finalizing";
+
+impl ProgressEvent {
+    fn new(
+        event_type: EventType,
+        container: &ContainerRef,
+        step: impl Into<String>,
+        percent: u8,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            event_type,
+            step: step.into(),
+            percent: percent.min(100),
+            message: message.into(),
+            timestamp: Utc::now(),
+            container: container.clone(),
+            vmid: None,
+            stream: None,
+            script: None,
+        }
+    }
+
+    /// A stage reached `percent`.
+    pub fn step(container: &ContainerRef, step: impl Into<String>, percent: u8, message: impl Into<String>) -> Self {
+        Self::new(EventType::Step, container, step, percent, message)
+    }
+
+    /// One output line of `script`, published at the stage's current `percent`.
+    pub fn log(
+        container: &ContainerRef,
+        step: impl Into<String>,
+        percent: u8,
+        stream: LogStream,
+        script: impl Into<String>,
+        line: impl Into<String>,
+    ) -> Self {
+        let mut event = Self::new(EventType::Log, container, step, percent, line);
+        event.stream = Some(stream);
+        event.script = Some(script.into());
+        event
+    }
+
+    /// The container is Ready (percent 100).
+    pub fn complete(container: &ContainerRef, message: impl Into<String>) -> Self {
+        Self::new(EventType::Complete, container, FINAL_STEP, 100, message)
+    }
+
+    /// `step` failed; `percent` is the last one reported, so that percent
+    /// never decreases within a generation.
+    pub fn error(container: &ContainerRef, step: impl Into<String>, percent: u8, message: impl Into<String>) -> Self {
+        Self::new(EventType::Error, container, step, percent, message)
+    }
+
+    pub fn with_vmid(mut self, vmid: Option<i64>) -> Self {
+        self.vmid = vmid;
+        self
+    }
+
+    pub fn with_timestamp(mut self, timestamp: DateTime<Utc>) -> Self {
+        self.timestamp = timestamp;
+        self
+    }
+
+    pub fn channel(&self) -> String {
+        progress_channel(&self.container.namespace, &self.container.name)
+    }
+
+    pub fn stream_key(&self) -> String {
+        events_stream(&self.container.namespace, &self.container.name)
+    }
+
+    pub fn to_json(&self) -> String {
+        // A struct of strings, integers and enums always serialises.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Where progress events go. Publishing never fails from the caller's point
+/// of view; a sink reports its own trouble in logs and metrics.
+#[async_trait]
+pub trait ProgressSink: Send + Sync {
+    async fn publish(&self, event: &ProgressEvent);
+}
+
+/// The sink used without a Redis URL.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoopPublisher;
+
+#[async_trait]
+impl ProgressSink for NoopPublisher {
+    async fn publish(&self, _event: &ProgressEvent) {}
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProgressError {
+    /// The message deliberately leaves the URL out: it may hold a password.
+    #[error("the Redis URL is not valid")]
+    InvalidUrl(#[source] redis::RedisError),
+}
+
+/// Timeouts and back-off of [`RedisPublisher`].
+#[derive(Clone, Copy, Debug)]
+pub struct PublisherSettings {
+    /// Upper bound on one publish, connecting included.
+    pub call_timeout: Duration,
+    /// How long publishing is skipped after the first failure.
+    pub min_backoff: Duration,
+    /// The longest skip; the skip doubles on each failure up to this.
+    pub max_backoff: Duration,
+    /// At most one warning per interval while Redis keeps failing.
+    pub warn_interval: Duration,
+}
+
+impl Default for PublisherSettings {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_millis(250),
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            warn_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+struct State {
+    connection: Option<redis::aio::MultiplexedConnection>,
+    /// While set and in the future, events are dropped without trying.
+    skip_until: Option<Instant>,
+    backoff: Duration,
+    last_warning: Option<Instant>,
+    dropped_since_warning: u64,
+}
+
+/// Publishes each event with PUBLISH and XADD in one pipeline.
+///
+/// The connection is opened on first use and again after any failure.
+/// Ordering: one multiplexed connection delivers commands in the order they
+/// are sent, and the caller awaits each publish before the next one of the
+/// same container, so a container's events arrive in order.
+pub struct RedisPublisher {
+    client: redis::Client,
+    /// `host:port` only, for log messages.
+    address: String,
+    settings: PublisherSettings,
+    metrics: Metrics,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for RedisPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPublisher").field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
+impl RedisPublisher {
+    /// Validates `url`; no connection is made until the first publish.
+    pub fn new(url: &str, metrics: Metrics, settings: PublisherSettings) -> Result<Self, ProgressError> {
+        let client = redis::Client::open(url).map_err(ProgressError::InvalidUrl)?;
+        Ok(Self {
+            client,
+            address: redacted_address(url),
+            settings,
+            metrics,
+            state: Mutex::new(State {
+                connection: None,
+                skip_until: None,
+                backoff: settings.min_backoff,
+                last_warning: None,
+                dropped_since_warning: 0,
+            }),
+        })
+    }
+
+    /// The connection to use, opening one if needed; `None` while skipping.
+    async fn connection(&self) -> Result<Option<redis::aio::MultiplexedConnection>, redis::RedisError> {
+        let mut state = self.state.lock().await;
+        if state.skip_until.is_some_and(|until| Instant::now() < until) {
+            return Ok(None);
+        }
+        if let Some(connection) = &state.connection {
+            return Ok(Some(connection.clone()));
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.settings.call_timeout))
+            .set_response_timeout(Some(self.settings.call_timeout));
+        let connection = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        state.connection = Some(connection.clone());
+        Ok(Some(connection))
+    }
+
+    async fn try_publish(&self, event: &ProgressEvent) -> Result<Published, PublishFailure> {
+        let Some(mut connection) = self.connection().await.map_err(PublishFailure::Redis)? else {
+            return Ok(Published::Skipped);
+        };
+        let json = event.to_json();
+        redis::pipe()
+            .cmd("PUBLISH")
+            .arg(event.channel())
+            .arg(&json)
+            .ignore()
+            .cmd("XADD")
+            .arg(event.stream_key())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(EVENTS_STREAM_MAXLEN)
+            .arg("*")
+            .arg(EVENTS_STREAM_FIELD)
+            .arg(&json)
+            .ignore()
+            .exec_async(&mut connection)
+            .await
+            .map_err(PublishFailure::Redis)?;
+        Ok(Published::Sent)
+    }
+
+    async fn record_success(&self) {
+        let mut state = self.state.lock().await;
+        if state.skip_until.take().is_some() || state.dropped_since_warning > 0 {
+            tracing::info!(
+                redis = %self.address,
+                dropped = state.dropped_since_warning,
+                "publishing progress to Redis again"
+            );
+        }
+        state.backoff = self.settings.min_backoff;
+        state.dropped_since_warning = 0;
+        state.last_warning = None;
+    }
+
+    async fn record_drop(&self, failure: Option<PublishFailure>) {
+        self.metrics.redis_publish_failure();
+        let mut state = self.state.lock().await;
+        state.dropped_since_warning += 1;
+        let now = Instant::now();
+        if let Some(failure) = failure {
+            // A fresh connection is opened after the skip period: the old
+            // one may be broken or hold a late reply to the timed-out call.
+            state.connection = None;
+            state.skip_until = Some(now + state.backoff);
+            let skip = state.backoff;
+            state.backoff = (state.backoff * 2).min(self.settings.max_backoff);
+            let warn_due =
+                state.last_warning.is_none_or(|last| now.duration_since(last) >= self.settings.warn_interval);
+            if warn_due {
+                tracing::warn!(
+                    redis = %self.address,
+                    error = %failure,
+                    dropped = state.dropped_since_warning,
+                    skip_seconds = skip.as_secs_f64(),
+                    "progress events are not reaching Redis; stages continue without them"
+                );
+                state.last_warning = Some(now);
+                state.dropped_since_warning = 0;
+            }
+        }
+    }
+}
+
+enum Published {
+    Sent,
+    Skipped,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PublishFailure {
+    #[error("{0}")]
+    Redis(#[source] redis::RedisError),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+#[async_trait]
+impl ProgressSink for RedisPublisher {
+    async fn publish(&self, event: &ProgressEvent) {
+        let timeout = self.settings.call_timeout;
+        let outcome = tokio::time::timeout(timeout, self.try_publish(event))
+            .await
+            .unwrap_or(Err(PublishFailure::Timeout(timeout)));
+        match outcome {
+            Ok(Published::Sent) => self.record_success().await,
+            Ok(Published::Skipped) => self.record_drop(None).await,
+            Err(failure) => self.record_drop(Some(failure)).await,
+        }
+    }
+}
+
+/// The sink for an optional Redis URL: Redis when given, otherwise nothing.
+pub fn progress_sink(redis_url: Option<&str>, metrics: Metrics) -> Result<Arc<dyn ProgressSink>, ProgressError> {
+    match redis_url.filter(|url| !url.is_empty()) {
+        Some(url) => Ok(Arc::new(RedisPublisher::new(url, metrics, PublisherSettings::default())?)),
+        None => Ok(Arc::new(NoopPublisher)),
+    }
+}
+
+/// `host:port` of a Redis URL, so that logs never carry its credentials.
+fn redacted_address(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => match (parsed.host_str(), parsed.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => parsed.scheme().to_owned(),
+        },
+        Err(_) => "redis".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn web_1() -> ContainerRef {
+        ContainerRef::new("default", "web-1", "6f1c")
+    }
+
+    fn at_ten() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).single().expect("a valid date")
+    }
+
+    #[test]
+    fn names_follow_the_contract() {
+        assert_eq!(progress_channel("default", "web-1"), "container:default/web-1:progress");
+        assert_eq!(events_stream("team-a", "db"), "container:team-a/db:events");
+        let event = ProgressEvent::step(&web_1(), "creating", 5, "");
+        assert_eq!(event.channel(), "container:default/web-1:progress");
+        assert_eq!(event.stream_key(), "container:default/web-1:events");
+    }
+
+    #[test]
+    fn events_serialise_to_the_contract_shape() {
+        let container = json!({"namespace": "default", "name": "web-1", "uid": "6f1c"});
+        let cases = [
+            (
+                ProgressEvent::step(&web_1(), "creating", 5, "Creating LXC container...").with_vmid(Some(120)),
+                json!({"type": "step", "step": "creating", "percent": 5,
+                       "message": "Creating LXC container...", "timestamp": "2026-11-22T10:00:00.000Z",
+                       "container": container, "vmid": 120}),
+            ),
+            (
+                ProgressEvent::step(&web_1(), "creating", 5, "Allocating a vmid"),
+                json!({"type": "step", "step": "creating", "percent": 5, "message": "Allocating a vmid",
+                       "timestamp": "2026-11-22T10:00:00.000Z", "container": container}),
+            ),
+            (
+                ProgressEvent::log(&web_1(), "syncing", 70, LogStream::Stderr, "10-setup.sh", "apt: done")
+                    .with_vmid(Some(120)),
+                json!({"type": "log", "step": "syncing", "percent": 70, "message": "apt: done",
+                       "timestamp": "2026-11-22T10:00:00.000Z", "container": container, "vmid": 120,
+                       "stream": "stderr", "script": "10-setup.sh"}),
+            ),
+            (
+                ProgressEvent::complete(&web_1(), "Container ready").with_vmid(Some(120)),
+                json!({"type": "complete", "step": "finalizing", "percent": 100, "message": "Container ready",
+                       "timestamp": "2026-11-22T10:00:00.000Z", "container": container, "vmid": 120}),
+            ),
+            (
+                ProgressEvent::error(&web_1(), "syncing", 77, "script 20-app.sh exited 3"),
+                json!({"type": "error", "step": "syncing", "percent": 77,
+                       "message": "script 20-app.sh exited 3", "timestamp": "2026-11-22T10:00:00.000Z",
+                       "container": container}),
+            ),
+        ];
+        for (event, expected) in cases {
+            let json: serde_json::Value =
+                serde_json::from_str(&event.with_timestamp(at_ten()).to_json()).expect("valid JSON");
+            assert_eq!(json, expected);
+        }
+    }
+
+    #[test]
+    fn timestamps_have_milliseconds_and_z() {
+        let timestamp = at_ten() + chrono::Duration::microseconds(123_456);
+        let event = ProgressEvent::step(&web_1(), "starting", 25, "").with_timestamp(timestamp);
+        assert!(event.to_json().contains(r#""timestamp":"2026-11-22T10:00:00.123Z""#), "{}", event.to_json());
+    }
+
+    #[test]
+    fn events_read_back_unchanged() {
+        let event = ProgressEvent::log(&web_1(), "syncing", 80, LogStream::Stdout, "a.sh", "line")
+            .with_vmid(Some(7))
+            .with_timestamp(at_ten());
+        let read: ProgressEvent = serde_json::from_str(&event.to_json()).expect("parses");
+        assert_eq!(read, event);
+    }
+
+    #[test]
+    fn percent_is_capped_at_100() {
+        assert_eq!(ProgressEvent::step(&web_1(), "finalizing", 140, "").percent, 100);
+    }
+
+    #[test]
+    fn addresses_in_logs_carry_no_credentials() {
+        let cases = [
+            ("redis://127.0.0.1:6379", "127.0.0.1:6379"),
+            ("redis://:s3cret@127.0.0.1:6380/0", "127.0.0.1:6380"),
+            ("redis://user:s3cret@cache.local", "cache.local"),
+            ("unix:///run/redis.sock", "unix"),
+            ("not a url s3cret", "redis"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(redacted_address(url), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn invalid_urls_are_rejected_without_echoing_them() {
+        let error = RedisPublisher::new("http://:s3cret@x", Metrics::new(), PublisherSettings::default())
+            .expect_err("not a redis URL");
+        assert!(!error.to_string().contains("s3cret"));
+    }
+
+    #[tokio::test]
+    async fn without_a_url_events_go_nowhere() {
+        let sink = progress_sink(None, Metrics::new()).expect("no URL is fine");
+        sink.publish(&ProgressEvent::step(&web_1(), "creating", 5, "")).await;
+        let sink = progress_sink(Some(""), Metrics::new()).expect("an empty URL is fine");
+        sink.publish(&ProgressEvent::step(&web_1(), "creating", 5, "")).await;
+    }
+}

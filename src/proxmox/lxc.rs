@@ -1,0 +1,521 @@
+//! LXC guests: typed parameters and answers, and the client calls for them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::client::{ApiPath, Client, Params};
+use super::de;
+use super::error::Error;
+use super::secret::Secret;
+use super::upid::Upid;
+
+/// `GET /version`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// e.g. `8.3.0`.
+    pub version: String,
+    /// e.g. `8.3`.
+    #[serde(default)]
+    pub release: Option<String>,
+    /// Git revision of the manager package.
+    #[serde(default)]
+    pub repoid: Option<String>,
+}
+
+/// Parameters of `POST /nodes/{node}/lxc`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct CreateLxcParams {
+    /// Guest id.
+    pub vmid: u32,
+    /// Template volume, e.g. `local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst`.
+    pub ostemplate: String,
+    /// Hostname.
+    pub hostname: String,
+    /// CPU cores.
+    pub cores: Option<u32>,
+    /// Memory in MiB.
+    pub memory_mib: Option<u64>,
+    /// Swap in MiB.
+    pub swap_mib: Option<u64>,
+    /// Root disk, `storage:sizeGiB` (see [`rootfs`]).
+    pub rootfs: Option<String>,
+    /// First network interface (see [`super::net0`]).
+    pub net0: Option<String>,
+    /// DNS servers, space-separated.
+    pub nameserver: Option<String>,
+    /// Root password.
+    pub password: Option<Secret>,
+    /// Authorised keys for root, one per line.
+    pub ssh_public_keys: Option<String>,
+    /// Unprivileged container.
+    pub unprivileged: bool,
+    /// Features, e.g. `nesting=1,keyctl=1`.
+    pub features: Option<String>,
+    /// Start at node boot.
+    pub onboot: Option<bool>,
+    /// Tags, `;`-separated (see [`super::render_tags`]).
+    pub tags: Option<String>,
+    /// Description; carries the ownership marker.
+    pub description: Option<String>,
+    /// Start right after creation. The pipeline starts in its own stage, so usually false.
+    pub start: bool,
+}
+
+impl fmt::Debug for CreateLxcParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateLxcParams")
+            .field("vmid", &self.vmid)
+            .field("ostemplate", &self.ostemplate)
+            .field("hostname", &self.hostname)
+            .field("cores", &self.cores)
+            .field("memory_mib", &self.memory_mib)
+            .field("swap_mib", &self.swap_mib)
+            .field("rootfs", &self.rootfs)
+            .field("net0", &self.net0)
+            .field("nameserver", &self.nameserver)
+            .field("password", &self.password)
+            .field("ssh_public_keys", &self.ssh_public_keys)
+            .field("unprivileged", &self.unprivileged)
+            .field("features", &self.features)
+            .field("onboot", &self.onboot)
+            .field("tags", &self.tags)
+            .field("description", &self.description)
+            .field("start", &self.start)
+            .finish()
+    }
+}
+
+fn flag(value: bool) -> String {
+    if value { "1" } else { "0" }.to_string()
+}
+
+impl CreateLxcParams {
+    /// The form Proxmox expects; the only place the password leaves its wrapper.
+    pub(crate) fn form(&self) -> Params {
+        let mut form: Params = vec![
+            ("vmid", self.vmid.to_string()),
+            ("ostemplate", self.ostemplate.clone()),
+            ("hostname", self.hostname.clone()),
+            ("unprivileged", flag(self.unprivileged)),
+            ("start", flag(self.start)),
+        ];
+        let optional = [
+            ("cores", self.cores.map(|v| v.to_string())),
+            ("memory", self.memory_mib.map(|v| v.to_string())),
+            ("swap", self.swap_mib.map(|v| v.to_string())),
+            ("rootfs", self.rootfs.clone()),
+            ("net0", self.net0.clone()),
+            ("nameserver", self.nameserver.clone()),
+            ("password", self.password.as_ref().map(|p| p.expose().to_string())),
+            ("ssh-public-keys", self.ssh_public_keys.clone()),
+            ("features", self.features.clone()),
+            ("onboot", self.onboot.map(flag)),
+            ("tags", self.tags.clone()),
+            ("description", self.description.clone()),
+        ];
+        form.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+        form
+    }
+}
+
+/// A root disk spec: `storage:sizeGiB`.
+pub fn rootfs(storage: &str, size_gib: u32) -> String {
+    format!("{storage}:{size_gib}")
+}
+
+/// `GET /nodes/{node}/lxc/{vmid}/config`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct LxcConfig {
+    /// Hostname.
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub hostname: Option<String>,
+    /// Description, where the ownership marker lives.
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub description: Option<String>,
+    /// Tags, `;`-separated.
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub tags: Option<String>,
+    /// Lock held on the guest (`create`, `backup`, `destroyed`, ...).
+    #[serde(default)]
+    pub lock: Option<String>,
+    /// Digest of the current config, for conditional updates.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// CPU cores.
+    #[serde(default, deserialize_with = "de::opt_u32")]
+    pub cores: Option<u32>,
+    /// Memory in MiB.
+    #[serde(default, deserialize_with = "de::opt_u64")]
+    pub memory: Option<u64>,
+    /// Swap in MiB.
+    #[serde(default, deserialize_with = "de::opt_u64")]
+    pub swap: Option<u64>,
+    /// Root disk.
+    #[serde(default)]
+    pub rootfs: Option<String>,
+    /// First network interface.
+    #[serde(default)]
+    pub net0: Option<String>,
+    /// DNS servers.
+    #[serde(default)]
+    pub nameserver: Option<String>,
+    /// Start at boot.
+    #[serde(default, deserialize_with = "de::opt_bool")]
+    pub onboot: Option<bool>,
+    /// Unprivileged container.
+    #[serde(default, deserialize_with = "de::opt_bool")]
+    pub unprivileged: Option<bool>,
+    /// Features string.
+    #[serde(default)]
+    pub features: Option<String>,
+    /// OS type detected from the template.
+    #[serde(default)]
+    pub ostype: Option<String>,
+    /// Architecture.
+    #[serde(default)]
+    pub arch: Option<String>,
+    /// Every other key, as Proxmox sent it.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+/// `GET /nodes/{node}/lxc/{vmid}/status/current`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct LxcStatus {
+    /// `running` or `stopped`.
+    pub status: String,
+    /// Lock held on the guest, if any.
+    #[serde(default)]
+    pub lock: Option<String>,
+    /// Hostname.
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub name: Option<String>,
+    /// Guest id.
+    #[serde(default, deserialize_with = "de::opt_u32")]
+    pub vmid: Option<u32>,
+    /// Seconds since start.
+    #[serde(default, deserialize_with = "de::opt_u64")]
+    pub uptime: Option<u64>,
+    /// Tags, `;`-separated.
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub tags: Option<String>,
+}
+
+impl LxcStatus {
+    /// Whether the guest runs.
+    pub fn is_running(&self) -> bool {
+        self.status == "running"
+    }
+}
+
+/// One entry of `GET /nodes/{node}/lxc`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct LxcSummary {
+    /// Guest id.
+    #[serde(deserialize_with = "de::u32_any")]
+    pub vmid: u32,
+    /// Hostname.
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub name: Option<String>,
+    /// `running` or `stopped`.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Lock held, if any.
+    #[serde(default)]
+    pub lock: Option<String>,
+    /// Tags, `;`-separated.
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub tags: Option<String>,
+}
+
+/// One interface of `GET /nodes/{node}/lxc/{vmid}/interfaces`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct Iface {
+    /// Interface name inside the guest (`lo`, `eth0`).
+    pub name: String,
+    /// MAC address.
+    #[serde(default)]
+    pub hwaddr: Option<String>,
+    /// IPv4 address with prefix, e.g. `192.0.2.10/24`.
+    #[serde(default)]
+    pub inet: Option<String>,
+    /// IPv6 address with prefix.
+    #[serde(default)]
+    pub inet6: Option<String>,
+}
+
+/// Options of `DELETE /nodes/{node}/lxc/{vmid}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeleteLxcOptions {
+    /// Also remove the guest from backup jobs, replication and HA.
+    pub purge: bool,
+    /// Also destroy disks that are not referenced in the config.
+    pub destroy_unreferenced_disks: bool,
+    /// Destroy even if running.
+    pub force: bool,
+}
+
+impl Client {
+    /// `GET /version`; also proves that the token is accepted.
+    pub async fn version(&self) -> Result<VersionInfo, Error> {
+        self.data(Method::GET, ApiPath::new("/version", &[]), vec![]).await
+    }
+
+    /// `GET /cluster/nextid`: the lowest free vmid at this moment.
+    pub async fn next_id(&self) -> Result<u32, Error> {
+        let path = ApiPath::new("/cluster/nextid", &[]);
+        let value: serde_json::Value = self.data(Method::GET, path.clone(), vec![]).await?;
+        let parsed = match &value {
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            _ => None,
+        };
+        parsed.ok_or_else(|| Error::Decode {
+            method: "GET",
+            endpoint: path.template,
+            path: path.render(),
+            detail: format!("expected a vmid, got {value}"),
+        })
+    }
+
+    /// `POST /nodes/{node}/lxc`: starts the create task.
+    pub async fn create_lxc(&self, node: &str, params: &CreateLxcParams) -> Result<Upid, Error> {
+        self.data(Method::POST, ApiPath::new("/nodes/{node}/lxc", &[node]), params.form()).await
+    }
+
+    /// Creates a guest with a fresh vmid: asks `/cluster/nextid`, creates, and on
+    /// "already exists" (someone else took the id in between) asks again, up to
+    /// `attempts` times. `params.vmid` is ignored. Returns the vmid used and the task.
+    pub async fn create_lxc_with_next_id(
+        &self,
+        node: &str,
+        params: &CreateLxcParams,
+        attempts: u32,
+    ) -> Result<(u32, Upid), Error> {
+        for _ in 0..attempts {
+            let vmid = self.next_id().await?;
+            let params = CreateLxcParams { vmid, ..params.clone() };
+            match self.create_lxc(node, &params).await {
+                Ok(upid) => return Ok((vmid, upid)),
+                Err(e) if e.is_already_exists() => {
+                    tracing::debug!(vmid, node, "vmid taken meanwhile; asking for the next one");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::VmidExhausted { node: node.to_string(), attempts })
+    }
+
+    /// `GET /nodes/{node}/lxc`.
+    pub async fn list_lxc(&self, node: &str) -> Result<Vec<LxcSummary>, Error> {
+        self.data(Method::GET, ApiPath::new("/nodes/{node}/lxc", &[node]), vec![]).await
+    }
+
+    /// `GET /nodes/{node}/lxc/{vmid}/config`.
+    pub async fn lxc_config(&self, node: &str, vmid: u32) -> Result<LxcConfig, Error> {
+        let vmid = vmid.to_string();
+        self.data(Method::GET, ApiPath::new("/nodes/{node}/lxc/{vmid}/config", &[node, &vmid]), vec![]).await
+    }
+
+    /// `GET /nodes/{node}/lxc/{vmid}/status/current`.
+    pub async fn lxc_status(&self, node: &str, vmid: u32) -> Result<LxcStatus, Error> {
+        let vmid = vmid.to_string();
+        let path = ApiPath::new("/nodes/{node}/lxc/{vmid}/status/current", &[node, &vmid]);
+        self.data(Method::GET, path, vec![]).await
+    }
+
+    /// `POST /nodes/{node}/lxc/{vmid}/status/start`.
+    pub async fn start_lxc(&self, node: &str, vmid: u32) -> Result<Upid, Error> {
+        let vmid = vmid.to_string();
+        let path = ApiPath::new("/nodes/{node}/lxc/{vmid}/status/start", &[node, &vmid]);
+        self.data(Method::POST, path, vec![]).await
+    }
+
+    /// `POST /nodes/{node}/lxc/{vmid}/status/stop`: immediate stop.
+    pub async fn stop_lxc(&self, node: &str, vmid: u32) -> Result<Upid, Error> {
+        let vmid = vmid.to_string();
+        let path = ApiPath::new("/nodes/{node}/lxc/{vmid}/status/stop", &[node, &vmid]);
+        self.data(Method::POST, path, vec![]).await
+    }
+
+    /// `POST /nodes/{node}/lxc/{vmid}/status/shutdown`: clean shutdown, stopped hard
+    /// after `timeout` when `force_stop`.
+    pub async fn shutdown_lxc(
+        &self,
+        node: &str,
+        vmid: u32,
+        timeout: Option<Duration>,
+        force_stop: bool,
+    ) -> Result<Upid, Error> {
+        let vmid = vmid.to_string();
+        let path = ApiPath::new("/nodes/{node}/lxc/{vmid}/status/shutdown", &[node, &vmid]);
+        let mut params: Params = vec![("forceStop", flag(force_stop))];
+        if let Some(timeout) = timeout {
+            params.push(("timeout", timeout.as_secs().to_string()));
+        }
+        self.data(Method::POST, path, params).await
+    }
+
+    /// `GET /nodes/{node}/lxc/{vmid}/interfaces`; `None` while the guest is not running.
+    pub async fn lxc_interfaces(&self, node: &str, vmid: u32) -> Result<Option<Vec<Iface>>, Error> {
+        let vmid = vmid.to_string();
+        let path = ApiPath::new("/nodes/{node}/lxc/{vmid}/interfaces", &[node, &vmid]);
+        self.data(Method::GET, path, vec![]).await
+    }
+
+    /// `DELETE /nodes/{node}/lxc/{vmid}`: starts the destroy task.
+    pub async fn delete_lxc(&self, node: &str, vmid: u32, options: DeleteLxcOptions) -> Result<Upid, Error> {
+        let vmid = vmid.to_string();
+        let path = ApiPath::new("/nodes/{node}/lxc/{vmid}", &[node, &vmid]);
+        let mut params: Params = Vec::new();
+        if options.purge {
+            params.push(("purge", flag(true)));
+        }
+        if options.destroy_unreferenced_disks {
+            params.push(("destroy-unreferenced-disks", flag(true)));
+        }
+        if options.force {
+            params.push(("force", flag(true)));
+        }
+        self.data(Method::DELETE, path, params).await
+    }
+
+    /// Polls `status/current` until the guest holds no lock, and returns that status.
+    pub async fn wait_unlocked(
+        &self,
+        node: &str,
+        vmid: u32,
+        poll: Duration,
+        timeout: Duration,
+    ) -> Result<LxcStatus, Error> {
+        let started = Instant::now();
+        loop {
+            let status = self.lxc_status(node, vmid).await?;
+            match &status.lock {
+                None => return Ok(status),
+                Some(lock) if lock.is_empty() => return Ok(status),
+                Some(lock) if started.elapsed() + poll > timeout => {
+                    return Err(Error::StillLocked {
+                        node: node.to_string(),
+                        vmid,
+                        lock: lock.clone(),
+                        waited: started.elapsed(),
+                    });
+                }
+                Some(_) => tokio::time::sleep(poll).await,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_form_table() {
+        let full = CreateLxcParams {
+            vmid: 120,
+            ostemplate: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
+            hostname: "web-1".into(),
+            cores: Some(2),
+            memory_mib: Some(1024),
+            swap_mib: Some(512),
+            rootfs: Some(rootfs("local-lvm", 8)),
+            net0: Some("name=eth0,bridge=vmbr0,ip=dhcp".into()),
+            nameserver: Some("192.0.2.53".into()),
+            password: Some(Secret::new("hunter2")),
+            ssh_public_keys: Some("ssh-ed25519 AAAA a\nssh-ed25519 BBBB b".into()),
+            unprivileged: true,
+            features: Some("nesting=1".into()),
+            onboot: Some(true),
+            tags: Some("infrahaus;web".into()),
+            description: Some("infrahaus.io/uid=abc".into()),
+            start: false,
+        };
+        let minimal = CreateLxcParams {
+            vmid: 100,
+            ostemplate: "local:vztmpl/alpine.tar.xz".into(),
+            hostname: "a".into(),
+            ..Default::default()
+        };
+        let cases: [(&CreateLxcParams, &[(&str, &str)]); 2] = [
+            (
+                &full,
+                &[
+                    ("vmid", "120"),
+                    ("ostemplate", "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"),
+                    ("hostname", "web-1"),
+                    ("unprivileged", "1"),
+                    ("start", "0"),
+                    ("cores", "2"),
+                    ("memory", "1024"),
+                    ("swap", "512"),
+                    ("rootfs", "local-lvm:8"),
+                    ("net0", "name=eth0,bridge=vmbr0,ip=dhcp"),
+                    ("nameserver", "192.0.2.53"),
+                    ("password", "hunter2"),
+                    ("ssh-public-keys", "ssh-ed25519 AAAA a\nssh-ed25519 BBBB b"),
+                    ("features", "nesting=1"),
+                    ("onboot", "1"),
+                    ("tags", "infrahaus;web"),
+                    ("description", "infrahaus.io/uid=abc"),
+                ],
+            ),
+            (
+                &minimal,
+                &[
+                    ("vmid", "100"),
+                    ("ostemplate", "local:vztmpl/alpine.tar.xz"),
+                    ("hostname", "a"),
+                    ("unprivileged", "0"),
+                    ("start", "0"),
+                ],
+            ),
+        ];
+        for (params, expected) in cases {
+            let form = params.form();
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            assert_eq!(form, expected, "{params:?}");
+        }
+        assert!(!format!("{full:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn config_parses_real_answers() {
+        let json = r#"{
+            "arch": "amd64", "cores": 2, "memory": 1024, "swap": "512", "hostname": "web-1",
+            "description": "infrahaus.io/uid=6f1c\n", "tags": "infrahaus;web", "onboot": 1,
+            "unprivileged": 1, "features": "nesting=1", "ostype": "debian",
+            "net0": "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth",
+            "rootfs": "local-lvm:vm-120-disk-0,size=8G", "lock": "create",
+            "digest": "0f3a9c", "lxc": [["lxc.apparmor.profile", "unconfined"]]
+        }"#;
+        let config: LxcConfig = serde_json::from_str(json).expect("parses");
+        assert_eq!(config.cores, Some(2));
+        assert_eq!(config.swap, Some(512));
+        assert_eq!(config.onboot, Some(true));
+        assert_eq!(config.unprivileged, Some(true));
+        assert_eq!(config.lock.as_deref(), Some("create"));
+        assert_eq!(config.digest.as_deref(), Some("0f3a9c"));
+        assert!(config.other.contains_key("lxc"));
+
+        let status: LxcStatus =
+            serde_json::from_str(r#"{"status":"running","name":"web-1","vmid":"120","uptime":42,"lock":"backup"}"#)
+                .expect("parses");
+        assert!(status.is_running());
+        assert_eq!(status.vmid, Some(120));
+        assert_eq!(status.lock.as_deref(), Some("backup"));
+
+        let list: Vec<LxcSummary> = serde_json::from_str(
+            r#"[{"vmid":120,"name":"web-1","status":"stopped","tags":"infrahaus"},{"vmid":"121"}]"#,
+        )
+        .expect("parses");
+        assert_eq!(list[1].vmid, 121);
+    }
+}

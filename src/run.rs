@@ -1,0 +1,116 @@
+//! `infrahaus-operator run`: wiring only. Configuration, telemetry, the
+//! controller's SSH key, the web server, leader election and the controller.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use kube::runtime::events::Recorder;
+
+use crate::controller::{self, sshkey, Context, NodeLimits, RunOptions};
+use crate::metrics::Metrics;
+use crate::progress;
+use crate::server::{self, Readiness};
+use crate::shutdown::Shutdown;
+use crate::stages::Timings;
+use crate::telemetry::{self, LogFormat};
+
+/// How long in-flight reconciles may take to finish after SIGTERM; below
+/// Kubernetes' default 30 s termination grace period. What is cut off resumes
+/// from its recorded stage and task on the next start.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Options of `infrahaus-operator run`; each is also an environment variable.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Redis URL for progress events (Pub/Sub and a replay stream). Without it
+    /// the controller runs the same and publishes nothing.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Only reconcile Containers in this namespace (empty: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE", default_value = "")]
+    pub watch_namespace: String,
+    /// How many Containers are reconciled at once.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Reconcile only while holding the leader Lease, so several replicas can run.
+    #[arg(long, env = "LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format)?;
+    let shutdown = Shutdown::on_signals().context("installing signal handlers")?;
+    let client = kube::Client::try_default().await.context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
+    let namespace = std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_string());
+
+    let metrics = Metrics::new();
+    let readiness = Readiness::new();
+    let server = tokio::spawn(server::serve(args.metrics_addr, metrics.clone(), readiness.clone(), shutdown.wait()));
+
+    let ssh_key = sshkey::ensure(client.clone(), &namespace)
+        .await
+        .with_context(|| format!("loading the SSH key from Secret {}/{}", namespace, sshkey::SECRET_NAME))?;
+    let ssh_public_key = ssh_key.public_key_line().context("encoding the SSH public key")?;
+    let progress =
+        progress::progress_sink(args.redis_url.as_deref(), metrics.clone()).context("invalid --redis-url")?;
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), controller::reporter()),
+        client: client.clone(),
+        metrics,
+        progress,
+        ssh_key,
+        ssh_public_key,
+        node_limits: NodeLimits::default(),
+        timings: Timings::default(),
+    });
+    let options = RunOptions {
+        watch_namespace: Some(args.watch_namespace).filter(|ns| !ns.is_empty()),
+        concurrency: args.concurrency,
+    };
+
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        namespace = %namespace,
+        leader_elect = args.leader_elect,
+        "infrahaus-operator starting"
+    );
+    if args.leader_elect {
+        crate::leader::run_as_leader(client, &namespace, readiness.clone(), shutdown.clone(), move |stop| {
+            controller::run(ctx.clone(), options.clone(), stop)
+        })
+        .await
+        .context("leader election")?;
+    } else {
+        readiness.set_ready();
+        let drained = controller::run(ctx, options, shutdown.wait());
+        let grace = async {
+            shutdown.wait().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            () = drained => {}
+            () = grace => tracing::warn!(
+                grace = ?SHUTDOWN_GRACE,
+                "work still in flight at shutdown is handed back; it resumes from its recorded stage"
+            ),
+        }
+    }
+    readiness.set_not_ready();
+    shutdown.trigger();
+    match server.await {
+        Ok(result) => result.context("metrics server")?,
+        Err(error) => return Err(error).context("metrics server task"),
+    }
+    tracing::info!("infrahaus-operator stopped");
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! Create: allocate a vmid if the spec has none, `POST /nodes/{node}/lxc`,
+//! persist the UPID, wait for the task, pin the host keys it printed.
+//!
+//! Resumable at every point: the vmid is persisted before the guest is
+//! created and the UPID right after, so a restarted controller waits on the
+//! task it already started instead of creating a second guest.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use rand::distr::{Alphanumeric, SampleString};
+
+use super::StageError;
+use crate::controller::driver::{existing_config, Job};
+use crate::crd::{conditions::reasons, KeyRef};
+use crate::proxmox::{self, CreateLxcParams, Upid};
+
+const DEFAULT_STORAGE: &str = "local-lvm";
+const DEFAULT_DISK_GIB: i32 = 8;
+const GENERATED_PASSWORD_LEN: usize = 24;
+/// A create log is a few dozen lines; this reads all of it.
+pub const CREATE_LOG_LINES: u64 = 500;
+/// Containers applied together all get the same `/cluster/nextid`; each
+/// collision costs one more allocation.
+const ALLOCATION_ATTEMPTS: usize = 20;
+
+pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
+    if let Some(upid) = job.in_flight_task("vzcreate")? {
+        job.progress(10, format!("Waiting for create task {upid}")).await?;
+        return finish(job, &upid).await;
+    }
+
+    for _ in 0..ALLOCATION_ATTEMPTS {
+        match attempt(job).await? {
+            Attempt::Done => return Ok(()),
+            Attempt::Taken(vmid) => {
+                tracing::info!(vmid, "vmid was taken by another guest meanwhile; allocating another");
+                job.status.vmid = None;
+                job.save().await?;
+            }
+        }
+    }
+    Err(StageError::transient(format!(
+        "every vmid allocated in {ALLOCATION_ATTEMPTS} attempts was taken by another guest first; trying again later"
+    )))
+}
+
+/// The outcome of one try at creating the guest.
+enum Attempt {
+    Done,
+    /// The allocated vmid was taken by someone else first.
+    Taken(u32),
+}
+
+async fn attempt(job: &mut Job<'_>) -> Result<Attempt, StageError> {
+    let node = job.node.clone();
+    let vmid = match job.status.vmid {
+        Some(vmid) => vmid as u32,
+        None => allocate_vmid(job).await?,
+    };
+
+    // A guest may already sit at this vmid: ours from an interrupted attempt,
+    // or someone else's.
+    if let Some(config) = existing_config(&job.pve, &node, vmid).await? {
+        let owned = proxmox::is_owned_by(config.description.as_deref(), &job.uid);
+        match existing_guest(owned, job.ct.spec.vmid.is_some()) {
+            ExistingGuest::Ours => {}
+            ExistingGuest::TakenMeanwhile => return Ok(Attempt::Taken(vmid)),
+            ExistingGuest::Foreign => {
+                return Err(StageError::permanent(
+                    reasons::FOREIGN_GUEST,
+                    format!(
+                        "vmid {vmid} on node {node} is held by a guest that infrahaus-operator did not create \
+                         for this Container (no `infrahaus.io/uid={}` marker); it is left untouched. \
+                         Choose another vmid or remove spec.vmid to have one allocated",
+                        job.uid
+                    ),
+                ))
+            }
+        }
+        let tasks = job.pve.list_tasks(&node, Some(vmid), Some("vzcreate")).await?;
+        if let Some(task) = tasks.into_iter().find(|t| t.is_running()) {
+            let upid = task.upid().map_err(|e| StageError::transient(format!("task list holds a bad UPID: {e}")))?;
+            job.set_task(&upid).await?;
+            finish(job, &upid).await?;
+            return Ok(Attempt::Done);
+        }
+        if config.lock.as_deref() == Some("create") {
+            return Err(StageError::transient(format!("CT {vmid} is still locked by its create task")));
+        }
+        // The guest exists and is complete: the create task ended before the
+        // controller could record its result.
+        let pins = job.create_log_fingerprints(vmid).await?;
+        job.status.ssh_host_key_fingerprints = pins;
+        job.progress(20, format!("Container {vmid} created")).await?;
+        return Ok(Attempt::Done);
+    }
+
+    let password = root_password(job).await?;
+    let params = create_params(job, vmid, password)?;
+    let _permit = job.node_permit().await;
+    job.progress(8, format!("Creating container {vmid} on node {node}")).await?;
+    let upid = match job.pve.create_lxc(&node, &params).await {
+        Ok(upid) => upid,
+        Err(error) if error.is_already_exists() && job.ct.spec.vmid.is_none() => return Ok(Attempt::Taken(vmid)),
+        Err(error) => return Err(error.into()),
+    };
+    job.set_task(&upid).await?;
+    finish(job, &upid).await?;
+    Ok(Attempt::Done)
+}
+
+/// Waits for the create task and pins the host keys from its log.
+async fn finish(job: &mut Job<'_>, upid: &Upid) -> Result<(), StageError> {
+    job.progress(12, format!("Create task running: {upid}")).await?;
+    let outcome = job.wait_task(upid).await?;
+    let log = job.pve.task_log_tail(upid, CREATE_LOG_LINES).await?;
+    job.status.ssh_host_key_fingerprints = proxmox::host_key_fingerprints(log.iter().map(String::as_str));
+    job.status.task_ref = None;
+    let vmid = job.status.vmid.unwrap_or_default();
+    let message = match outcome.warnings {
+        0 => format!("Container {vmid} created"),
+        n => format!("Container {vmid} created ({n} warnings)"),
+    };
+    job.progress(20, message).await?;
+    Ok(())
+}
+
+/// What a guest that already sits at the Container's vmid means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExistingGuest {
+    /// Ours, from an interrupted attempt: continue with it.
+    Ours,
+    /// Not ours, at a vmid this Container was allocated: another client
+    /// (another Container, too) took the id between `/cluster/nextid` and our
+    /// create. Nothing was created at it for us, so another id is allocated.
+    TakenMeanwhile,
+    /// Not ours, at the vmid the spec asks for: an Error, never an adoption.
+    Foreign,
+}
+
+fn existing_guest(owned: bool, vmid_in_spec: bool) -> ExistingGuest {
+    match (owned, vmid_in_spec) {
+        (true, _) => ExistingGuest::Ours,
+        (false, false) => ExistingGuest::TakenMeanwhile,
+        (false, true) => ExistingGuest::Foreign,
+    }
+}
+
+async fn allocate_vmid(job: &mut Job<'_>) -> Result<u32, StageError> {
+    let vmid = match job.ct.spec.vmid {
+        Some(vmid) => vmid as u32,
+        None => job.pve.next_id().await?,
+    };
+    job.status.vmid = Some(vmid as i32);
+    job.status.node = Some(job.node.clone());
+    job.save().await?;
+    tracing::Span::current().record("vmid", vmid);
+    Ok(vmid)
+}
+
+fn create_params(job: &Job<'_>, vmid: u32, password: String) -> Result<CreateLxcParams, StageError> {
+    let spec = &job.ct.spec;
+    let template = job.template.as_ref().map(|(_, t)| t);
+    let ostemplate = spec.os_template.clone().or_else(|| template.map(|t| t.os_template.clone())).ok_or_else(|| {
+        StageError::permanent(
+            reasons::INVALID_PARAMETERS,
+            "no OS template: set spec.osTemplate or reference a ContainerTemplate with one",
+        )
+    })?;
+    let defaults = template.and_then(|t| t.defaults.clone()).unwrap_or_default();
+    let own = spec.resources.clone().unwrap_or_default();
+    let storage = own.storage.or(defaults.storage).unwrap_or_else(|| DEFAULT_STORAGE.into());
+    let disk = own.disk_gib.or(defaults.disk_gib).unwrap_or(DEFAULT_DISK_GIB);
+    let network = spec.network.clone().unwrap_or_default();
+
+    let mut keys = vec![job.ctx.ssh_public_key.clone()];
+    keys.extend(spec.ssh_public_keys.iter().cloned());
+    let description = format!("Managed by infrahaus-operator: Container {}/{}", job.namespace, job.name);
+
+    Ok(CreateLxcParams {
+        vmid,
+        ostemplate,
+        hostname: job.hostname(),
+        cores: own.cores.or(defaults.cores).map(|v| v.max(1) as u32),
+        memory_mib: own.memory_mib.or(defaults.memory_mib).map(|v| v.max(16) as u64),
+        swap_mib: own.swap_mib.or(defaults.swap_mib).map(|v| v.max(0) as u64),
+        rootfs: Some(proxmox::rootfs(&storage, disk.max(1) as u32)),
+        net0: Some(proxmox::net0(Some(&network))),
+        nameserver: (!network.nameservers.is_empty()).then(|| network.nameservers.join(" ")),
+        password: Some(password.into()),
+        ssh_public_keys: Some(keys.join("\n")),
+        unprivileged: spec.unprivileged,
+        features: spec.features.as_ref().and_then(features),
+        onboot: spec.start_on_boot,
+        tags: Some(proxmox::render_tags(&spec.tags)),
+        description: Some(proxmox::description_with_marker(&job.uid, Some(&description))),
+        start: false,
+    })
+}
+
+/// `nesting=1,keyctl=1`, or nothing when no feature is switched on.
+fn features(features: &crate::crd::Features) -> Option<String> {
+    let on: Vec<String> = [("nesting", features.nesting), ("keyctl", features.keyctl), ("fuse", features.fuse)]
+        .into_iter()
+        .filter(|(_, enabled)| *enabled == Some(true))
+        .map(|(name, _)| format!("{name}=1"))
+        .collect();
+    (!on.is_empty()).then(|| on.join(","))
+}
+
+/// The root password: from the user's Secret, or generated once into
+/// `<name>-root-password`, owned by the Container.
+async fn root_password(job: &mut Job<'_>) -> Result<String, StageError> {
+    let secrets: Api<Secret> = Api::namespaced(job.ctx.client.clone(), &job.namespace);
+    let key_ref = match &job.ct.spec.root_password_secret_ref {
+        Some(r) => r.clone(),
+        None => KeyRef { name: format!("{}-root-password", job.name), key: "password".into() },
+    };
+    if let Some(secret) = secrets.get_opt(&key_ref.name).await? {
+        let value =
+            secret.data.as_ref().and_then(|d| d.get(&key_ref.key)).map(|v| String::from_utf8_lossy(&v.0).into_owned());
+        match value {
+            Some(password) if !password.is_empty() => {
+                job.status.root_password_secret_ref = Some(key_ref);
+                return Ok(password);
+            }
+            _ => {
+                return Err(StageError::permanent(
+                    reasons::INVALID_REFERENCE,
+                    format!("Secret {} has no non-empty key {}", key_ref.name, key_ref.key),
+                ))
+            }
+        }
+    }
+    if job.ct.spec.root_password_secret_ref.is_some() {
+        return Err(StageError::transient(format!(
+            "waiting for Secret {} named in spec.rootPasswordSecretRef",
+            key_ref.name
+        )));
+    }
+    let password = Alphanumeric.sample_string(&mut rand::rng(), GENERATED_PASSWORD_LEN);
+    let secret = Secret {
+        metadata: job.owned_metadata(&key_ref.name),
+        string_data: Some(BTreeMap::from([(key_ref.key.clone(), password.clone())])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            return Err(StageError::transient("root password Secret appeared concurrently; rereading"));
+        }
+        Err(error) => return Err(error.into()),
+    }
+    job.status.root_password_secret_ref = Some(key_ref);
+    Ok(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_at_the_vmid_is_resumed_reallocated_or_an_error() {
+        let cases = [
+            (true, false, ExistingGuest::Ours),
+            (true, true, ExistingGuest::Ours),
+            (false, false, ExistingGuest::TakenMeanwhile),
+            (false, true, ExistingGuest::Foreign),
+        ];
+        for (owned, vmid_in_spec, expected) in cases {
+            assert_eq!(existing_guest(owned, vmid_in_spec), expected, "owned {owned}, vmid in spec {vmid_in_spec}");
+        }
+    }
+}

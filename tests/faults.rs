@@ -1,0 +1,229 @@
+//! Faults and edges: failed tasks, bursts of transient errors, a Redis
+//! outage, deletion in every phase, a foreign guest at the vmid, and a host
+//! key that changes.
+
+mod support;
+
+use std::time::Duration;
+
+use infrahaus_operator::crd::{Container, Phase};
+use kube::api::DeleteParams;
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::fixtures::{container, controller_key, ssh, template, READY_TIMEOUT};
+use support::World;
+
+async fn sim(world: &World, path: &str, body: Value) {
+    world.sim_admin(Method::POST, path, body).await.expect("pve-sim admin call");
+}
+
+async fn guest_exists(world: &World, vmid: i32) -> bool {
+    let guests = world.pve_get("/nodes/pve1/lxc").await.expect("list guests");
+    guests.as_array().is_some_and(|list| list.iter().any(|g| g["vmid"].as_i64() == Some(i64::from(vmid))))
+}
+
+async fn wait_gone(world: &World, name: &str) {
+    let api = world.api::<Container>();
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    while api.get_opt(name).await.expect("get").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "{name} still exists (finalizer not removed)");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn failed_create_task_is_an_error_with_the_log_tail() {
+    let mut world = World::new("taskfail").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    sim(
+        &world,
+        "/sim/task-fault",
+        json!({"type": "vzcreate", "error": "unable to create CT - no space left on device"}),
+    )
+    .await;
+    world.apply(template("web", false)).await.expect("template");
+    world.apply(container("broken", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+
+    let ct = world.wait_phase("broken", Phase::Error, READY_TIMEOUT).await.expect("Error");
+    let status = ct.status.expect("status");
+    let message = status.message.unwrap_or_default();
+    assert!(message.starts_with("creating failed"), "{message}");
+    assert!(message.contains("TASK ERROR: unable to create CT - no space left on device"), "log tail in: {message}");
+    let created = status.conditions.iter().find(|c| c.type_ == "Created").expect("Created condition");
+    assert_eq!((created.status.as_str(), created.reason.as_str()), ("False", "TaskFailed"));
+}
+
+#[tokio::test]
+async fn bursts_of_transient_errors_still_end_ready() {
+    let mut world = World::new("transient").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    let lock_timeout = "can't lock file '/run/lock/lxc/pve-config-100.lock' - got timeout";
+    for fault in [
+        json!({"path": "^/cluster/nextid$", "count": 2, "status": 596, "message": "Connection timed out"}),
+        json!({"path": "^/nodes/pve1/lxc$", "method": "POST", "count": 2, "status": 500, "message": lock_timeout}),
+        json!({"path": "^/nodes/pve1/lxc$", "method": "POST", "count": 1, "status": 500, "message": "Internal Server Error"}),
+        json!({"path": "/tasks/.*/status$", "count": 3, "status": 596, "message": "Connection timed out"}),
+        json!({"path": "/status/start$", "method": "POST", "count": 2, "status": 500, "message": lock_timeout}),
+        json!({"path": "/status/current$", "count": 2, "status": 500, "message": "CT is locked (create)"}),
+        json!({"path": "/interfaces$", "count": 2, "status": 502, "message": "Bad Gateway"}),
+    ] {
+        sim(&world, "/sim/fail", fault).await;
+    }
+    world.apply(template("web", false)).await.expect("template");
+    world.apply(container("sturdy", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    let ct = world.wait_phase("sturdy", Phase::Ready, READY_TIMEOUT).await.expect("Ready despite faults");
+    let vmid = ct.status.expect("status").vmid.expect("vmid");
+    let tasks = world.pve_get(&format!("/nodes/pve1/tasks?vmid={vmid}&typefilter=vzcreate")).await.expect("tasks");
+    assert_eq!(tasks.as_array().map(Vec::len), Some(1), "one vzcreate: {tasks}");
+}
+
+#[tokio::test]
+async fn redis_outage_during_the_pipeline_does_not_stop_it() {
+    let mut world = World::new("redisdown").await.expect("world");
+    let redis = testbed::dedicated_redis().await.expect("own redis");
+    world.redis_url = Some(redis.url.clone());
+    world.start_controller(&[]).expect("controller");
+    sim(&world, "/sim/task-duration", json!({"type": "vzcreate", "ms": 3000})).await;
+    world.apply(template("web", false)).await.expect("template");
+    world.apply(container("noredis", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    world
+        .wait_for("noredis", READY_TIMEOUT, "phase Creating", |ct| {
+            ct.status.as_ref().and_then(|s| s.phase) == Some(Phase::Creating)
+        })
+        .await
+        .expect("creating");
+    redis.stop();
+    world.wait_phase("noredis", Phase::Ready, READY_TIMEOUT).await.expect("Ready without Redis");
+}
+
+#[tokio::test]
+async fn deletion_while_ready_while_creating_and_with_retain() {
+    let mut world = World::new("delete").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    world.apply(template("web", false)).await.expect("template");
+    let api = world.api::<Container>();
+
+    // Ready, deletionPolicy Delete (the default): the guest goes.
+    world.apply(container("gone", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    let ct = world.wait_phase("gone", Phase::Ready, READY_TIMEOUT).await.expect("Ready");
+    let vmid = ct.status.expect("status").vmid.expect("vmid");
+    assert!(ct.metadata.finalizers.unwrap_or_default().contains(&"infrahaus.io/cleanup".to_string()));
+    api.delete("gone", &DeleteParams::default()).await.expect("delete");
+    wait_gone(&world, "gone").await;
+    assert!(!guest_exists(&world, vmid).await, "CT {vmid} destroyed");
+    // The Secrets it owned are garbage-collected with it.
+    let secrets = world.api::<k8s_openapi::api::core::v1::Secret>();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for owned in ["gone-credentials", "gone-root-password"] {
+        while secrets.get_opt(owned).await.expect("get secret").is_some() {
+            assert!(tokio::time::Instant::now() < deadline, "Secret {owned} outlived its Container");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // Creating: the create task is waited on, then the guest destroyed.
+    sim(&world, "/sim/task-duration", json!({"type": "vzcreate", "ms": 4000})).await;
+    world.apply(container("early", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    let ct = world
+        .wait_for("early", READY_TIMEOUT, "a create task in flight", |ct| {
+            ct.status.as_ref().and_then(|s| s.task_ref.as_deref()).is_some_and(|t| t.contains(":vzcreate:"))
+        })
+        .await
+        .expect("creating");
+    let vmid = ct.status.expect("status").vmid.expect("vmid");
+    api.delete("early", &DeleteParams::default()).await.expect("delete");
+    wait_gone(&world, "early").await;
+    assert!(!guest_exists(&world, vmid).await, "CT {vmid} destroyed after its create finished");
+    sim(&world, "/sim/task-duration", json!({"type": "vzcreate", "ms": 0})).await;
+
+    // Retain: the guest stays.
+    let mut kept = container("kept", "web", json!({"ipv4": "dhcp"}));
+    kept["spec"]["deletionPolicy"] = "Retain".into();
+    world.apply(kept).await.expect("container");
+    let ct = world.wait_phase("kept", Phase::Ready, READY_TIMEOUT).await.expect("Ready");
+    let vmid = ct.status.expect("status").vmid.expect("vmid");
+    api.delete("kept", &DeleteParams::default()).await.expect("delete");
+    wait_gone(&world, "kept").await;
+    assert!(guest_exists(&world, vmid).await, "CT {vmid} retained");
+}
+
+#[tokio::test]
+async fn foreign_guest_at_the_vmid_is_an_error_and_untouched() {
+    let mut world = World::new("foreign").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(world.sim.cert_pem.as_bytes()).expect("pem"))
+        .build()
+        .expect("client");
+    let created = http
+        .post(world.sim.api_url("/nodes/pve1/lxc"))
+        .header("Authorization", world.sim.auth_header())
+        .form(&[
+            ("vmid", "150"),
+            ("ostemplate", "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"),
+            ("hostname", "someone-elses"),
+            ("description", "hand-made guest"),
+        ])
+        .send()
+        .await
+        .expect("create foreign guest");
+    assert!(created.status().is_success(), "{}", created.text().await.unwrap_or_default());
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let before = loop {
+        let config = world.pve_get("/nodes/pve1/lxc/150/config").await.expect("config");
+        if config.get("lock").is_none_or(Value::is_null) {
+            break config;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the hand-made guest's create never finished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    world.apply(template("web", false)).await.expect("template");
+    let mut ct = container("squatter", "web", json!({"ipv4": "dhcp"}));
+    ct["spec"]["vmid"] = 150.into();
+    world.apply(ct).await.expect("container");
+    let ct = world.wait_phase("squatter", Phase::Error, READY_TIMEOUT).await.expect("Error");
+    let status = ct.status.expect("status");
+    assert!(status.message.as_deref().unwrap_or_default().contains("vmid 150"), "{:?}", status.message);
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready condition");
+    assert_eq!(ready.reason, "ForeignGuest");
+
+    world.api::<Container>().delete("squatter", &DeleteParams::default()).await.expect("delete");
+    wait_gone(&world, "squatter").await;
+    let after = world.pve_get("/nodes/pve1/lxc/150/config").await.expect("config");
+    assert_eq!(before, after, "the foreign guest is untouched");
+    let tasks = world.pve_get("/nodes/pve1/tasks?vmid=150").await.expect("tasks");
+    let types: Vec<&str> = tasks.as_array().into_iter().flatten().filter_map(|t| t["type"].as_str()).collect();
+    assert_eq!(types, ["vzcreate"], "no task other than its own create touched CT 150");
+}
+
+#[tokio::test]
+async fn changed_host_key_is_an_error() {
+    let mut world = World::new("hostkey").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    world.apply(template("web", false)).await.expect("template");
+    world.apply(container("rekeyed", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    let ct = world.wait_phase("rekeyed", Phase::Ready, READY_TIMEOUT).await.expect("Ready");
+    let ip = ct.status.clone().expect("status").ip_address.expect("ip");
+
+    // Someone replaces the container's host keys and restarts sshd.
+    let key = controller_key(&world).await;
+    ssh(&ip, key.path(), "rm -f /etc/ssh/ssh_host_*; ssh-keygen -A >/dev/null; kill -HUP $(pgrep -o -x sshd)");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // A spec change makes the controller deploy again.
+    let mut changed = container("rekeyed", "web", json!({"ipv4": "dhcp"}));
+    changed["spec"]["tags"] = json!(["web", "v2"]);
+    world.apply(changed).await.expect("spec change");
+    let ct = world
+        .wait_for("rekeyed", READY_TIMEOUT, "phase Error", |ct| {
+            ct.status.as_ref().and_then(|s| s.phase) == Some(Phase::Error)
+        })
+        .await
+        .expect("Error");
+    let status = ct.status.expect("status");
+    let message = status.message.unwrap_or_default();
+    assert!(message.starts_with("deploying failed") && message.contains("host key"), "{message}");
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready condition");
+    assert_eq!(ready.reason, "HostKeyMismatch");
+}

@@ -1,0 +1,81 @@
+//! No leaks: after a full pipeline, the controller's log (debug level, text
+//! and JSON), the Events, the Container and its Redis events hold no
+//! password, token, private key or credential value.
+
+mod support;
+
+use infrahaus_operator::crd::{Container, Phase};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};
+use k8s_openapi::api::events::v1::Event;
+use serde_json::json;
+use support::fixtures::{container, template, READY_TIMEOUT};
+use support::World;
+
+/// The value the template's credentials script writes.
+const CREDENTIAL: &str = "app-api-key-1234";
+
+async fn nothing_leaks(log_format: &str) {
+    let mut world = World::new(&format!("leaks-{log_format}")).await.expect("world");
+    world.start_controller(&["--log-format", log_format]).expect("controller");
+    world.apply(template("web", false)).await.expect("template");
+    world.apply(container("web-secret", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    world.wait_phase("web-secret", Phase::Ready, READY_TIMEOUT).await.expect("Ready");
+
+    let credentials = world.api::<Secret>().get("web-secret-credentials").await.expect("credentials Secret");
+    assert_eq!(credentials.data.expect("data")["api-key"].0, CREDENTIAL.as_bytes(), "the script wrote the credential");
+    let mut secrets = world.secret_values().await.expect("secret values");
+    assert!(secrets.contains(&world.sim.token_secret), "the PVE token secret is checked");
+    let root = world.api::<Secret>().get("web-secret-root-password").await.expect("root password Secret");
+    secrets.push(String::from_utf8(root.data.expect("data")["password"].0.clone()).expect("UTF-8 password"));
+    let key = world.api::<Secret>().get("infrahaus-ssh-key").await.expect("SSH key Secret");
+    let pem = String::from_utf8(key.data.expect("data")["ssh-privatekey"].0.clone()).expect("UTF-8 key");
+    let key_lines: Vec<String> =
+        pem.lines().filter(|l| !l.starts_with("-----") && l.len() >= 8).map(str::to_string).collect();
+    assert!(key_lines.len() >= 3, "the private key's body is checked: {} lines", key_lines.len());
+    secrets.extend(key_lines);
+    secrets.push(CREDENTIAL.to_string());
+    secrets.push("PRIVATE KEY".to_string());
+
+    let logs = world.controller_logs();
+    if log_format == "json" {
+        let first = logs.lines().next().expect("the controller logged");
+        serde_json::from_str::<serde_json::Value>(first).expect("JSON log lines");
+    }
+    assert!(
+        logs.contains("web-secret") && logs.contains("writing credentials"),
+        "the log covers the pipeline and the scripts' output"
+    );
+    let events =
+        serde_json::to_string(&world.api::<Event>().list(&Default::default()).await.expect("events")).expect("JSON");
+    let core_events =
+        serde_json::to_string(&world.api::<CoreEvent>().list(&Default::default()).await.expect("core events"))
+            .expect("JSON");
+    assert!(events.contains("StageSucceeded") && core_events.contains("StageSucceeded"), "Events were recorded");
+    let ct =
+        serde_json::to_string(&world.api::<Container>().get("web-secret").await.expect("container")).expect("JSON");
+    let redis = world.redis_stream("web-secret").await.expect("Redis stream");
+    assert!(redis.iter().any(|e| e["type"] == "complete"), "the Redis stream covers the pipeline");
+    let redis = serde_json::to_string(&redis).expect("JSON");
+
+    for (place, text) in [
+        ("controller log", &logs),
+        ("Events", &events),
+        ("core Events", &core_events),
+        ("Container", &ct),
+        ("Redis events", &redis),
+    ] {
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "{place} contains a secret value starting {:?}", &secret[..4]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_secret_in_text_logs_events_status_or_redis() {
+    nothing_leaks("text").await;
+}
+
+#[tokio::test]
+async fn no_secret_in_json_logs_events_status_or_redis() {
+    nothing_leaks("json").await;
+}

@@ -1,0 +1,199 @@
+//! The five-stage pipeline against the real parts: kube-apiserver, Redis,
+//! pve-sim with real containers, and the controller as a process.
+
+mod support;
+
+use std::time::Duration;
+
+use infrahaus_operator::crd::{Phase, StageState};
+use k8s_openapi::api::core::v1::{Event, Secret};
+use serde_json::{json, Value};
+use support::fixtures::{container, controller_key, ssh, subscribe, template, READY_TIMEOUT};
+use support::World;
+
+async fn happy_path(network: Value, name: &str) {
+    let mut world = World::new("happy").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    world.apply(template("web", false)).await.expect("template");
+    let events = subscribe(&world, name).await;
+    world.apply(container(name, "web", network.clone())).await.expect("container");
+
+    let ct = world.wait_phase(name, Phase::Ready, READY_TIMEOUT).await.expect("Ready");
+    let status = ct.status.clone().expect("status");
+    let vmid = status.vmid.expect("vmid");
+    let ip = status.ip_address.clone().expect("ip");
+    assert_eq!(status.progress, Some(100));
+    assert_eq!(status.message.as_deref(), Some("Container ready"));
+    assert_eq!(status.node.as_deref(), Some("pve1"));
+    assert!(status.task_ref.is_none());
+    assert_eq!(status.observed_generation, ct.metadata.generation);
+    assert!(status.stages.iter().all(|s| s.state == StageState::Succeeded), "{:?}", status.stages);
+    assert_eq!(status.stages.len(), 5);
+    for condition in ["Created", "Started", "Deployed", "Synced", "Ready"] {
+        let c = status.conditions.iter().find(|c| c.type_ == condition).expect(condition);
+        assert_eq!(c.status, "True", "{condition}");
+        assert_eq!(c.observed_generation, ct.metadata.generation);
+    }
+    assert!(!status.ssh_host_key_fingerprints.is_empty());
+    assert!(status.ssh_host_key_fingerprints.iter().all(|f| f.starts_with("SHA256:")));
+    if let Some(static_ip) = network["ipv4"].as_str().filter(|v| *v != "dhcp") {
+        assert_eq!(ip, static_ip.split('/').next().unwrap_or_default());
+    } else {
+        let addr: std::net::Ipv4Addr = ip.parse().expect("IPv4 address");
+        assert!(addr.is_loopback(), "dhcp address {ip} is from the simulator's loopback pool");
+    }
+
+    // Discovery: the listener started by the script, and sshd.
+    let ports: Vec<(i32, String)> =
+        status.listening_ports.iter().map(|p| (p.port, p.process.clone().unwrap_or_default())).collect();
+    assert!(ports.contains(&(8080, "python3".to_string())), "ports: {ports:?}");
+    assert!(ports.iter().any(|(port, _)| *port == 22), "ports: {ports:?}");
+    assert!(status.services.iter().all(|s| !s.starts_with("ssh")), "services: {:?}", status.services);
+
+    // Secrets: credentials found in the container, and the generated root password.
+    let creds_name = status.credentials_secret_ref.clone().expect("credentials ref").name;
+    assert_eq!(creds_name, format!("{name}-credentials"));
+    let creds = world.api::<Secret>().get(&creds_name).await.expect("credentials secret");
+    assert_eq!(creds.data.clone().expect("data")["api-key"].0, b"app-api-key-1234");
+    assert_eq!(creds.metadata.owner_references.expect("owned")[0].uid, ct.metadata.uid.clone().expect("uid"));
+    let root_ref = status.root_password_secret_ref.clone().expect("root password ref");
+    assert_eq!((root_ref.name.as_str(), root_ref.key.as_str()), (format!("{name}-root-password").as_str(), "password"));
+    let root = world.api::<Secret>().get(&root_ref.name).await.expect("root password secret");
+    assert!(root.data.expect("data")["password"].0.len() >= 16);
+
+    // The guest in Proxmox carries the marker and the tag.
+    let config = world.pve_get(&format!("/nodes/pve1/lxc/{vmid}/config")).await.expect("config");
+    let description = config["description"].as_str().unwrap_or_default();
+    assert!(description.contains(&format!("infrahaus.io/uid={}", ct.metadata.uid.clone().expect("uid"))), "{config}");
+    assert!(config["tags"].as_str().unwrap_or_default().split(';').any(|t| t == "infrahaus"), "{config}");
+    assert_eq!(config["hostname"], name);
+
+    // Files inside the container, read with the stock ssh client.
+    let key = controller_key(&world).await;
+    assert_eq!(ssh(&ip, key.path(), "hostname").trim(), name);
+    assert_eq!(ssh(&ip, key.path(), "cat /etc/app/app.conf"), "listen=8080\n");
+    assert_eq!(
+        ssh(&ip, key.path(), "stat -c %a /etc/app/app.conf /etc/infrahaus/credentials")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["640", "700"]
+    );
+    assert_eq!(ssh(&ip, key.path(), "cat /opt/app/motd"), "hello from infrahaus\n");
+    let env = ssh(&ip, key.path(), "cat /etc/config-manager/config.env");
+    assert!(
+        env.contains(&format!("CONTAINER_NAME={name}")) || env.contains(&format!("CONTAINER_NAME='{name}'")),
+        "{env}"
+    );
+    assert!(env.contains("TEMPLATE_NAME=web") || env.contains("TEMPLATE_NAME='web'"), "{env}");
+    ssh(&ip, key.path(), "test -x /usr/local/bin/config-sync.sh && test -f /etc/systemd/system/config-manager.service");
+    assert!(!std::path::Path::new("/etc/app/app.conf").exists(), "a container's file reached the host");
+
+    // Kubernetes Events for every stage.
+    let k8s_events = world.api::<Event>().list(&Default::default()).await.expect("events");
+    let reasons: Vec<String> = k8s_events
+        .items
+        .iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    for reason in ["StageStarted", "StageSucceeded", "Ready"] {
+        assert!(reasons.iter().any(|r| r == reason), "events: {reasons:?}");
+    }
+    assert_eq!(reasons.iter().filter(|r| *r == "StageStarted").count(), 5, "events: {reasons:?}");
+
+    // The exact Redis sequence a subscriber saw.
+    let events = tokio::time::timeout(Duration::from_secs(10), events).await.expect("events done").expect("join");
+    assert_redis_sequence(&events, &world.ns, name, vmid);
+}
+
+fn assert_redis_sequence(events: &[Value], ns: &str, name: &str, vmid: i32) {
+    let steps: Vec<&str> =
+        events.iter().filter(|e| e["type"] == "step").map(|e| e["step"].as_str().unwrap_or_default()).collect();
+    let mut order: Vec<&str> = steps.clone();
+    order.dedup();
+    assert_eq!(order, ["creating", "starting", "deploying", "syncing", "finalizing"], "steps: {steps:?}");
+    let percents: Vec<i64> = events.iter().map(|e| e["percent"].as_i64().expect("percent")).collect();
+    assert!(percents.windows(2).all(|w| w[0] <= w[1]), "percent decreased: {percents:?}");
+    assert_eq!(events.first().map(|e| e["percent"].as_i64()), Some(Some(5)));
+    let last = events.last().expect("events");
+    assert_eq!(last["type"], "complete");
+    assert_eq!(last["percent"], 100);
+    for event in events {
+        assert_eq!(event["container"]["namespace"], ns);
+        assert_eq!(event["container"]["name"], name);
+        assert!(event["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{event}");
+    }
+    assert!(events.iter().filter(|e| e["type"] != "step" || e["step"] != "creating").all(|e| e["vmid"] == vmid));
+    let logs: Vec<(&str, &str, &str)> = events
+        .iter()
+        .filter(|e| e["type"] == "log")
+        .map(|e| {
+            (
+                e["script"].as_str().unwrap_or_default(),
+                e["stream"].as_str().unwrap_or_default(),
+                e["message"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(
+        logs.iter().any(|(s, st, m)| *s == "10-listener.sh" && *st == "stdout" && m.starts_with("listener started on")),
+        "logs: {logs:?}"
+    );
+    assert!(logs.contains(&("20-credentials.sh", "stdout", "writing credentials")), "logs: {logs:?}");
+    assert!(logs.contains(&("20-credentials.sh", "stderr", "credentials written")), "logs: {logs:?}");
+}
+
+#[tokio::test]
+async fn dhcp_container_reaches_ready() {
+    happy_path(json!({"bridge": "vmbr0", "ipv4": "dhcp"}), "web-dhcp").await;
+}
+
+#[tokio::test]
+async fn static_ip_container_reaches_ready() {
+    happy_path(json!({"bridge": "vmbr0", "ipv4": "127.0.101.7/24", "gateway": "127.0.101.1"}), "web-static").await;
+}
+
+#[tokio::test]
+async fn failing_script_is_an_error_and_retry_resumes_without_recreating() {
+    let mut world = World::new("script").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    world.apply(template("web", true)).await.expect("template");
+    let events = subscribe(&world, "web-fail").await;
+    world.apply(container("web-fail", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+
+    let ct = world.wait_phase("web-fail", Phase::Error, READY_TIMEOUT).await.expect("Error");
+    let status = ct.status.clone().expect("status");
+    let message = status.message.clone().unwrap_or_default();
+    assert!(message.starts_with("syncing failed"), "{message}");
+    assert!(message.contains("20-credentials.sh") && message.contains("exited with code 3"), "{message}");
+    assert!(message.contains("disk full") && message.contains("writing credentials"), "{message}");
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready condition");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "ScriptFailed"));
+    let events = tokio::time::timeout(Duration::from_secs(10), events).await.expect("events").expect("join");
+    let last = events.last().expect("events");
+    assert_eq!((last["type"].as_str(), last["step"].as_str()), (Some("error"), Some("syncing")), "{last}");
+
+    // Error is final for this generation: nothing more happens by itself.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(world.container("web-fail").await.expect("get").status.expect("status").phase, Some(Phase::Error));
+
+    world.apply(template("web", false)).await.expect("fixed template");
+    world
+        .apply(json!({
+            "apiVersion": "infrahaus.io/v1alpha1", "kind": "Container",
+            "metadata": {"name": "web-fail", "annotations": {"infrahaus.io/retry": "1"}},
+            "spec": {"nodeRef": {"name": "pve1"}, "templateRef": {"name": "web"}, "network": {"ipv4": "dhcp"}, "tags": ["web"]}
+        }))
+        .await
+        .expect("retry annotation");
+    world
+        .wait_for("web-fail", READY_TIMEOUT, "retry picked up", |ct| {
+            ct.status.as_ref().and_then(|s| s.last_applied_retry.as_deref()) == Some("1")
+        })
+        .await
+        .expect("controller acts on the retry annotation");
+    let ct = world.wait_phase("web-fail", Phase::Ready, READY_TIMEOUT).await.expect("Ready after retry");
+    let vmid = ct.status.expect("status").vmid.expect("vmid");
+    let tasks = world.pve_get(&format!("/nodes/pve1/tasks?vmid={vmid}&typefilter=vzcreate")).await.expect("tasks");
+    assert_eq!(tasks.as_array().map(Vec::len), Some(1), "exactly one vzcreate: {tasks}");
+}

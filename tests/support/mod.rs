@@ -1,0 +1,331 @@
+//! Fixtures for the controller's integration tests, on top of the shared
+//! test bed: CRDs installed once, a namespace per test, pve-sim, a
+//! ProxmoxNode pinned to its certificate, and the controller as a real
+//! process (so tests can kill and restart it).
+#![allow(dead_code)]
+
+pub mod fixtures;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use infrahaus_operator::crd::{self, Container, Phase};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::wait::{await_condition, conditions};
+use serde_json::{json, Value};
+use testbed::{KubeEnv, ManagedProcess, PveSim, PveSimOptions};
+use tokio::sync::OnceCell;
+
+pub const MANAGER: &str = "infrahaus-tests";
+
+/// One test's world: its namespace on the shared API server, its own pve-sim,
+/// and the shared Redis.
+pub struct World {
+    pub kube: &'static KubeEnv,
+    pub client: kube::Client,
+    pub ns: String,
+    pub sim: PveSim,
+    pub redis_url: Option<String>,
+    /// Controller logs and other files of this world, removed at exit.
+    pub dir: PathBuf,
+    controllers: Vec<ManagedProcess>,
+}
+
+impl World {
+    pub async fn new(prefix: &str) -> Result<Self> {
+        Self::with_sim(prefix, PveSimOptions::default()).await
+    }
+
+    pub async fn with_sim(prefix: &str, options: PveSimOptions) -> Result<Self> {
+        let kube = testbed::kube().await?;
+        let client = kube.client().await?;
+        install_crds(&client).await?;
+        let ns = testbed::unique_namespace(&client, prefix).await?;
+        let sim = PveSim::start(options).await?;
+        let redis_url = Some(testbed::redis().await?.url.clone());
+        let dir = testbed::process::work_dir("infrahaus-world")?;
+        testbed::process::remove_at_exit(dir.clone());
+        let world = Self { kube, client, ns, sim, redis_url, dir, controllers: Vec::new() };
+        world.apply_node("pve1").await?;
+        Ok(world)
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// A ProxmoxNode named `name` for this world's pve-sim, with its token
+    /// Secret, pinned by certificate fingerprint.
+    pub async fn apply_node(&self, name: &str) -> Result<()> {
+        self.apply(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": format!("{name}-token")},
+            "stringData": {"tokenId": self.sim.token_id, "secret": self.sim.token_secret}
+        }))
+        .await?;
+        self.apply(json!({
+            "apiVersion": "infrahaus.io/v1alpha1", "kind": "ProxmoxNode",
+            "metadata": {"name": name},
+            "spec": {
+                "endpoint": self.sim.url,
+                "nodeName": self.sim.node,
+                "tokenSecretRef": {"name": format!("{name}-token")},
+                "tls": {"fingerprint": self.sim.fingerprint},
+                "maxConcurrentOperations": 4
+            }
+        }))
+        .await
+    }
+
+    /// Server-side applies any namespaced object into this world's namespace.
+    pub async fn apply(&self, mut object: Value) -> Result<()> {
+        object["metadata"]["namespace"] = Value::String(self.ns.clone());
+        let path = std::env::temp_dir().join(format!("apply-{}-{}.json", self.ns, rand_suffix()));
+        std::fs::write(&path, serde_json::to_vec(&object)?)?;
+        let out = self.kubectl(&["apply", "--server-side", "--field-manager", MANAGER, "-f"], Some(&path))?;
+        let _ = std::fs::remove_file(&path);
+        if !out.status.success() {
+            bail!("kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// Applies and returns the API server's error text, for manifests that
+    /// must be rejected.
+    pub async fn apply_rejected(&self, object: Value) -> Result<String> {
+        match self.apply(object).await {
+            Ok(()) => bail!("the API server accepted a manifest it should have rejected"),
+            Err(error) => Ok(error.to_string()),
+        }
+    }
+
+    pub fn kubectl(&self, args: &[&str], file: Option<&PathBuf>) -> Result<std::process::Output> {
+        let mut cmd = Command::new("kubectl");
+        cmd.args(args);
+        if let Some(file) = file {
+            cmd.arg(file);
+        }
+        cmd.args(["-n", &self.ns, "--kubeconfig"]).arg(&self.kube.kubeconfig);
+        cmd.output().context("run kubectl")
+    }
+
+    /// Starts `infrahaus-operator run` for this namespace; its output goes to
+    /// a log file that tests read back (for the no-leak checks).
+    pub fn start_controller(&mut self, extra: &[&str]) -> Result<usize> {
+        let mut args = vec!["run".to_string(), "--watch-namespace".to_string(), self.ns.clone()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let kubeconfig = self.kube.kubeconfig.clone();
+        let ns = self.ns.clone();
+        self.start_controller_with_kubeconfig(&kubeconfig, &ns, &args)
+    }
+
+    pub fn controller(&self, index: usize) -> &ManagedProcess {
+        &self.controllers[index]
+    }
+
+    /// Everything the controllers of this world printed.
+    pub fn controller_logs(&self) -> String {
+        self.controllers
+            .iter()
+            .map(|c| std::fs::read_to_string(c.log_path()).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub async fn container(&self, name: &str) -> Result<Container> {
+        Ok(self.api::<Container>().get(name).await?)
+    }
+
+    /// Waits until the Container is in `phase`; fails early on an unexpected
+    /// Error, with the controller's log tail.
+    pub async fn wait_phase(&self, name: &str, phase: Phase, timeout: Duration) -> Result<Container> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let ct = self.api::<Container>().get_opt(name).await?;
+            let status = ct.as_ref().and_then(|c| c.status.clone()).unwrap_or_default();
+            if status.phase == Some(phase) {
+                return ct.context("container vanished");
+            }
+            if status.phase == Some(Phase::Error) && phase != Phase::Error {
+                bail!("{name} went to Error: {:?}\n{}", status.message, self.log_tail());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "{name} not {phase:?} after {timeout:?}; phase {:?}, message {:?}\n{}",
+                    status.phase,
+                    status.message,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until `check` holds for the Container.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&Container) -> bool,
+    ) -> Result<Container> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(ct) = self.api::<Container>().get_opt(name).await? {
+                if check(&ct) {
+                    return Ok(ct);
+                }
+                if tokio::time::Instant::now() > deadline {
+                    bail!("{name}: {what} not reached after {timeout:?}; status {:?}\n{}", ct.status, self.log_tail());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        self.controllers.last().map(|c| c.log_tail(40)).unwrap_or_default()
+    }
+
+    /// Runs a pve-sim admin call (fault injection).
+    pub async fn sim_admin(&self, method: reqwest::Method, path: &str, body: Value) -> Result<Value> {
+        let http = sim_http(&self.sim)?;
+        let response = http
+            .request(method, format!("{}{path}", self.sim.url))
+            .header("Authorization", self.sim.auth_header())
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("pve-sim admin {path}: {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// GET on the simulated Proxmox API; returns `data`.
+    pub async fn pve_get(&self, path: &str) -> Result<Value> {
+        let http = sim_http(&self.sim)?;
+        let response = http.get(self.sim.api_url(path)).header("Authorization", self.sim.auth_header()).send().await?;
+        let value: Value = response.json().await?;
+        Ok(value["data"].clone())
+    }
+
+    /// The secret values a test world handles, for the no-leak checks.
+    pub async fn secret_values(&self) -> Result<Vec<String>> {
+        let mut values = vec![self.sim.token_secret.clone()];
+        for secret in self.api::<Secret>().list(&Default::default()).await? {
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            if name.ends_with("-root-password") || name == "infrahaus-ssh-key" || name.ends_with("-token") {
+                for (key, value) in secret.data.unwrap_or_default() {
+                    if key == "tokenId" || key == "ssh-publickey" {
+                        continue;
+                    }
+                    let text = String::from_utf8_lossy(&value.0).into_owned();
+                    for line in text.lines().filter(|l| l.len() >= 16 && !l.starts_with("-----")) {
+                        values.push(line.to_string());
+                    }
+                }
+            }
+        }
+        Ok(values)
+    }
+}
+
+fn sim_http(sim: &PveSim) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(sim.cert_pem.as_bytes())?)
+        .build()?)
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Installs the CRDs (once per test binary) and waits until they are served.
+pub async fn install_crds(client: &kube::Client) -> Result<()> {
+    static DONE: OnceCell<()> = OnceCell::const_new();
+    DONE.get_or_try_init(|| async {
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in crd::crds() {
+            let name = crd.metadata.name.clone().context("CRD name")?;
+            crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd)).await?;
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                await_condition(crds.clone(), &name, conditions::is_crd_established()),
+            )
+            .await
+            .context("CRD not established in time")??;
+        }
+        anyhow::Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+impl World {
+    /// Every `vzcreate` task the simulated node knows for `vmid`, running or ended.
+    pub async fn vzcreate_tasks(&self, vmid: i32) -> Result<Vec<Value>> {
+        let tasks =
+            self.pve_get(&format!("/nodes/pve1/tasks?vmid={vmid}&typefilter=vzcreate&source=all&limit=1000")).await?;
+        tasks.as_array().cloned().context("task list is not an array")
+    }
+
+    /// The events in a Container's Redis replay stream, oldest first.
+    pub async fn redis_stream(&self, name: &str) -> Result<Vec<Value>> {
+        let url = self.redis_url.as_deref().context("no Redis in this world")?;
+        let key = format!("container:{}/{name}:events", self.ns);
+        let mut connection = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+        let reply: redis::streams::StreamRangeReply =
+            redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query_async(&mut connection).await?;
+        reply
+            .ids
+            .iter()
+            .map(|entry| {
+                let json: String = entry
+                    .get(infrahaus_operator::progress::EVENTS_STREAM_FIELD)
+                    .context("stream entry without an event field")?;
+                Ok(serde_json::from_str(&json)?)
+            })
+            .collect()
+    }
+}
+
+impl World {
+    /// Starts `infrahaus-operator run` with exactly `args` and the Kubernetes
+    /// credentials in `kubeconfig` (e.g. a ServiceAccount token alone), as a
+    /// pod in `pod_namespace` would run; a metrics address of its own is added.
+    pub fn start_controller_with_kubeconfig(
+        &mut self,
+        kubeconfig: &std::path::Path,
+        pod_namespace: &str,
+        args: &[String],
+    ) -> Result<usize> {
+        let log = self.dir.join(format!("controller-{}.log", self.controllers.len()));
+        let port = testbed::process::free_port()?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_infrahaus-operator"));
+        cmd.args(args)
+            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAMESPACE", pod_namespace)
+            .env("RUST_LOG", "info,infrahaus_operator=debug")
+            .env_remove("REDIS_URL");
+        if let Some(url) = &self.redis_url {
+            cmd.env("REDIS_URL", url);
+        }
+        let process = ManagedProcess::spawn("infrahaus-operator", cmd, &log)?;
+        self.controllers.push(process);
+        Ok(self.controllers.len() - 1)
+    }
+}

@@ -1,0 +1,188 @@
+//! `pve-sim ct-init`: the inside of a running container.
+//!
+//! pve-sim spawns this in fresh mount and UTS namespaces. It enters a new PID
+//! namespace and forks the container's init (PID 1), which mounts the
+//! container's root filesystem, chroots into it, starts `sshd` and reaps
+//! orphans. The mounts exist only in the container's mount namespace, so they
+//! vanish with its last process; the kernel kills every process of the PID
+//! namespace when its init exits. Both processes run single-threaded.
+
+use std::ffi::CString;
+use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+/// Host key files generated at create, relative to the container's root.
+pub const HOST_KEYS: &[(&str, &str)] = &[
+    ("rsa", "etc/ssh/ssh_host_rsa_key"),
+    ("ecdsa", "etc/ssh/ssh_host_ecdsa_key"),
+    ("ed25519", "etc/ssh/ssh_host_ed25519_key"),
+];
+
+#[derive(Parser, Debug)]
+#[command(name = "pve-sim ct-init")]
+pub struct CtInitArgs {
+    /// The container's directory (with `upper/`, `work/` and `merged/`).
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub hostname: String,
+    /// Address sshd listens on; without it the container runs no sshd.
+    #[arg(long)]
+    pub ip: Option<Ipv4Addr>,
+}
+
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Blocks the signals the loop waits for; a handler is installed as well,
+/// because a PID namespace's init never receives signals left at their default.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain signal-mask syscalls on a local, initialised sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in STOP_SIGNALS.into_iter().chain([libc::SIGCHLD]) {
+            libc::sigaddset(&mut set, sig);
+            libc::signal(sig, ignore_signal as *const () as libc::sighandler_t);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> libc::c_int {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is a valid sigset and `sig` a valid out-pointer.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+fn check(ret: libc::c_int, what: &str) -> Result<()> {
+    if ret == -1 {
+        bail!("{what}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub fn run(args: CtInitArgs) -> i32 {
+    let set = block_signals();
+    // SAFETY: unshare and fork in a single-threaded process.
+    if let Err(e) = check(unsafe { libc::unshare(libc::CLONE_NEWPID) }, "unshare(CLONE_NEWPID)") {
+        eprintln!("ct-init: {e:#}");
+        return 1;
+    }
+    // SAFETY: the process is single-threaded, so the child may run Rust code.
+    let pid = unsafe { libc::fork() };
+    if pid == -1 {
+        eprintln!("ct-init: fork: {}", std::io::Error::last_os_error());
+        return 1;
+    }
+    if pid == 0 {
+        // SAFETY: ties PID 1's life to this process's.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+        let code = match container_init(&args, &set) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("ct-init: {e:#}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
+    loop {
+        let sig = wait_signal(&set);
+        if STOP_SIGNALS.contains(&sig) {
+            // SAFETY: signals our own child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            continue;
+        }
+        let mut status = 0;
+        // SAFETY: reaps our own child without blocking.
+        let reaped = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if reaped == pid {
+            return if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 1 };
+        }
+    }
+}
+
+fn cstring(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_encoded_bytes()).context("path contains a NUL byte")
+}
+
+fn mount(source: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: Option<&str>) -> Result<()> {
+    let source_c = CString::new(source)?;
+    let target_c = cstring(target)?;
+    let fstype_c = CString::new(fstype)?;
+    let data_c = data.map(CString::new).transpose()?;
+    // SAFETY: all pointers are valid NUL-terminated strings or null.
+    let ret = unsafe {
+        libc::mount(
+            source_c.as_ptr(),
+            target_c.as_ptr(),
+            if fstype.is_empty() { std::ptr::null() } else { fstype_c.as_ptr() },
+            flags,
+            data_c.as_ref().map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+        )
+    };
+    check(ret, &format!("mount {fstype} {source} on {}", target.display()))
+}
+
+fn container_init(args: &CtInitArgs, set: &libc::sigset_t) -> Result<()> {
+    let merged = args.dir.join("merged");
+    mount("none", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, None)?;
+    let options =
+        format!("lowerdir=/,upperdir={},workdir={}", args.dir.join("upper").display(), args.dir.join("work").display());
+    mount("overlay", &merged, "overlay", 0, Some(&options))?;
+    mount("proc", &merged.join("proc"), "proc", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)?;
+    mount("/dev", &merged.join("dev"), "", libc::MS_BIND | libc::MS_REC, None)?;
+    mount("tmpfs", &merged.join("dev/shm"), "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, Some("mode=1777"))?;
+    mount("tmpfs", &merged.join("run"), "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, Some("mode=0755"))?;
+    mount("tmpfs", &merged.join("tmp"), "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, Some("mode=1777"))?;
+    // SAFETY: the hostname buffer is valid for its length.
+    check(unsafe { libc::sethostname(args.hostname.as_ptr().cast(), args.hostname.len()) }, "sethostname")?;
+    let merged_c = cstring(&merged)?;
+    // SAFETY: valid path strings.
+    check(unsafe { libc::chroot(merged_c.as_ptr()) }, "chroot")?;
+    std::env::set_current_dir("/").context("chdir /")?;
+    std::fs::create_dir_all("/run/sshd").context("create /run/sshd")?;
+
+    if let Some(ip) = args.ip {
+        let mut sshd = Command::new("/usr/sbin/sshd");
+        sshd.args(["-D", "-e", "-o", &format!("ListenAddress={ip}:22")])
+            .args(["-o", "PidFile=none", "-o", "UsePAM=no", "-o", "PermitRootLogin=yes", "-o", "UseDNS=no"])
+            .args(HOST_KEYS.iter().flat_map(|(_, file)| ["-o".to_string(), format!("HostKey=/{file}")]))
+            .env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LANG", "C.UTF-8");
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            sshd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        // The child is reaped by the loop below like any orphan.
+        sshd.spawn().context("start /usr/sbin/sshd")?;
+    }
+
+    loop {
+        let sig = wait_signal(set);
+        if STOP_SIGNALS.contains(&sig) {
+            // SAFETY: inside its own PID namespace, -1 means every other process of the container.
+            unsafe { libc::kill(-1, libc::SIGKILL) };
+            let mut status = 0;
+            // SAFETY: blocking reap of our children until none are left.
+            while unsafe { libc::waitpid(-1, &mut status, 0) } > 0 {}
+            return Ok(());
+        }
+        let mut status = 0;
+        // SAFETY: non-blocking reap of any child.
+        while unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } > 0 {}
+    }
+}
