@@ -20,7 +20,6 @@ use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::watcher;
 
-use crate::controller::plan::{self, Decision};
 use crate::crd::{Container, Phase};
 use crate::progress::{self, EventType, LogStream, ProgressEvent};
 
@@ -320,10 +319,9 @@ pub fn status_view(ct: &Container) -> StatusView {
     let status = ct.status.clone().unwrap_or_default();
     let phase = status.phase.unwrap_or_default();
     let deleting = ct.metadata.deletion_timestamp.is_some();
-    let outcome = match (phase, plan::decide(ct)) {
-        _ if deleting => None,
-        (Phase::Ready, Decision::Idle) => Some(Outcome::Ready),
-        (Phase::Error, Decision::Idle) => Some(Outcome::Failed),
+    let outcome = match ct.settled_phase() {
+        Some(Phase::Ready) => Some(Outcome::Ready),
+        Some(Phase::Error) => Some(Outcome::Failed),
         _ => None,
     };
     StatusView {
@@ -747,7 +745,7 @@ mod tests {
         };
         let retried = {
             let mut ct = container(1, Some(Phase::Error), Some(1));
-            ct.metadata.annotations = Some([(plan::RETRY_ANNOTATION.to_owned(), "1".to_owned())].into());
+            ct.metadata.annotations = Some([(crate::crd::RETRY_ANNOTATION.to_owned(), "1".to_owned())].into());
             ct
         };
         let cases = [

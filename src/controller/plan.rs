@@ -3,9 +3,6 @@
 
 use crate::crd::{Container, Phase, StageName};
 
-/// The annotation whose new value retries a Container in phase Error.
-pub const RETRY_ANNOTATION: &str = "infrahaus.io/retry";
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Nothing to do: Ready for this generation, or Error for this
@@ -23,18 +20,17 @@ pub struct Run {
 }
 
 pub fn decide(ct: &Container) -> Decision {
+    if ct.settled_phase().is_some() {
+        return Decision::Idle;
+    }
     let status = ct.status.clone().unwrap_or_default();
-    let retry = ct.metadata.annotations.as_ref().and_then(|a| a.get(RETRY_ANNOTATION)).cloned();
-    let same_generation = status.observed_generation.is_some() && status.observed_generation == ct.metadata.generation;
-    let new_retry = retry.is_some() && retry != status.last_applied_retry;
+    let retry = ct.retry_annotation().map(str::to_string);
     match status.phase {
-        Some(Phase::Ready) if same_generation && !new_retry => Decision::Idle,
         // A new generation of a Ready container re-applies its configuration;
         // the guest itself stays.
         Some(Phase::Ready) => {
             Decision::Run(Run { reset: vec![StageName::Deploying, StageName::Syncing, StageName::Finalizing], retry })
         }
-        Some(Phase::Error) if same_generation && !new_retry => Decision::Idle,
         Some(Phase::Error) => Decision::Run(Run {
             reset: StageName::ALL.into_iter().filter(|s| !status.stage_succeeded(*s)).collect(),
             retry,
@@ -46,7 +42,7 @@ pub fn decide(ct: &Container) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ContainerSpec, ContainerStatus, StageState, StageStatus};
+    use crate::crd::{ContainerSpec, ContainerStatus, StageState, StageStatus, RETRY_ANNOTATION};
 
     fn container(generation: i64, retry: Option<&str>, status: Option<ContainerStatus>) -> Container {
         let mut ct = Container::new(

@@ -437,3 +437,33 @@ impl ContainerStatus {
         self.stage(name).is_some_and(|s| s.state == StageState::Succeeded)
     }
 }
+
+/// The annotation whose new value retries a Container in phase Error (and
+/// re-applies a Ready one).
+pub const RETRY_ANNOTATION: &str = "infrahaus.io/retry";
+
+impl Container {
+    /// The value of the retry annotation, if set.
+    pub fn retry_annotation(&self) -> Option<&str> {
+        self.metadata.annotations.as_ref()?.get(RETRY_ANNOTATION).map(String::as_str)
+    }
+
+    /// The phase the controller has settled this Container in: Ready or
+    /// Error for the current generation and retry value, so there is nothing
+    /// more to do until the spec or the retry annotation changes. A Ready or
+    /// Error of an older generation, or a Container being deleted, is not
+    /// settled. The chart's Argo CD health check mirrors this rule.
+    pub fn settled_phase(&self) -> Option<Phase> {
+        if self.metadata.deletion_timestamp.is_some() {
+            return None;
+        }
+        let status = self.status.as_ref()?;
+        let current = status.observed_generation.is_some() && status.observed_generation == self.metadata.generation;
+        let retry = self.retry_annotation();
+        let retry_acted_on = retry.is_none() || retry == status.last_applied_retry.as_deref();
+        match status.phase {
+            Some(phase @ (Phase::Ready | Phase::Error)) if current && retry_acted_on => Some(phase),
+            _ => None,
+        }
+    }
+}
