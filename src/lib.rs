@@ -1,4 +1,7 @@
-pub mod controller;
+//! infrahaus-operator: a Kubernetes operator that creates and configures
+//! Proxmox VE LXC containers. The modules the binary and the integration
+//! tests use are public; the controllers and their helpers are not.
+
 pub mod crd;
 pub mod discovery;
 pub mod layout;
@@ -7,9 +10,12 @@ pub mod metrics;
 pub mod progress;
 pub mod proxmox;
 pub mod run;
-pub mod server;
 pub mod shutdown;
 pub mod ssh;
-pub mod stages;
-pub mod telemetry;
 pub mod watch;
+
+mod controller;
+mod error;
+mod k8s;
+mod server;
+mod telemetry;

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use kube::runtime::events::Recorder;
 
-use crate::controller::{self, sshkey, Context, NodeLimits, RunOptions};
+use crate::controller::{self, sshkey, Context, NodeLimits, RunOptions, Timings};
 use crate::metrics::Metrics;
-use crate::progress;
 use crate::server::{self, Readiness};
 use crate::shutdown::Shutdown;
-use crate::stages::Timings;
 use crate::telemetry::{self, LogFormat};
+use crate::{k8s, progress};
 
 /// How long in-flight reconciles may take to finish after SIGTERM; below
 /// Kubernetes' default 30 s termination grace period. What is cut off resumes
@@ -64,7 +63,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let progress =
         progress::progress_sink(args.redis_url.as_deref(), metrics.clone()).context("invalid --redis-url")?;
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), controller::reporter()),
+        recorder: Recorder::new(client.clone(), k8s::reporter()),
         client: client.clone(),
         metrics,
         progress,

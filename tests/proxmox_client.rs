@@ -50,7 +50,7 @@ fn params(vmid: u32, hostname: &str) -> CreateLxcParams {
         memory_mib: Some(128),
         swap_mib: Some(0),
         rootfs: Some(proxmox::rootfs("local-lvm", 1)),
-        net0: Some(proxmox::net0(None)),
+        net0: Some(proxmox::net0(&proxmox::Net0::default())),
         password: Some(Secret::new("correct-horse-battery")),
         unprivileged: true,
         features: Some("nesting=1".into()),

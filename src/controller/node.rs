@@ -6,20 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::ResourceExt;
-use serde_json::json;
 
-use super::driver::FIELD_MANAGER;
-use super::{proxmox_client, Context, RunOptions};
+use super::{Context, RunOptions};
 use crate::crd::conditions::{reasons, set_condition, types, DesiredCondition};
 use crate::crd::{ProxmoxNode, ProxmoxNodeStatus};
-use crate::proxmox;
-use crate::stages::StageError;
+use crate::error::Error;
+use crate::{k8s, proxmox};
 
 /// How often a reachable node is checked again.
 const RECHECK: Duration = Duration::from_secs(300);
@@ -28,13 +27,13 @@ const RECHECK_FAILED: Duration = Duration::from_secs(30);
 
 /// What a `GET /version` told about a node.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Health {
+enum Health {
     Connected { version: String },
     Failed { reason: &'static str, message: String },
 }
 
 /// The condition reason for a failed check.
-pub fn failure_reason(error: &proxmox::Error) -> &'static str {
+fn failure_reason(error: &proxmox::Error) -> &'static str {
     match error {
         proxmox::Error::Tls { .. } => reasons::TLS_ERROR,
         proxmox::Error::Api { status: 401 | 403, .. } => reasons::UNAUTHORIZED,
@@ -44,7 +43,7 @@ pub fn failure_reason(error: &proxmox::Error) -> &'static str {
 
 /// The status for a check result, keeping `lastTransitionTime` when the
 /// outcome did not change.
-pub fn status_for(
+fn status_for(
     previous: Option<&ProxmoxNodeStatus>,
     health: &Health,
     generation: Option<i64>,
@@ -83,7 +82,7 @@ pub async fn run(
         .await;
 }
 
-async fn reconcile(node: Arc<ProxmoxNode>, ctx: Arc<Context>) -> Result<Action, StageError> {
+async fn reconcile(node: Arc<ProxmoxNode>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = node.namespace().unwrap_or_default();
     let health = match proxmox_client(&node, &namespace, &ctx).await {
         Ok(client) => match client.version().await {
@@ -95,13 +94,51 @@ async fn reconcile(node: Arc<ProxmoxNode>, ctx: Arc<Context>) -> Result<Action, 
     let status = status_for(node.status.as_ref(), &health, node.metadata.generation, &Time(Timestamp::now()));
     if node.status.as_ref() != Some(&status) {
         let api: Api<ProxmoxNode> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({"apiVersion": "infrahaus.io/v1alpha1", "kind": "ProxmoxNode", "status": status});
-        api.patch_status(&node.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        k8s::apply_status(&api, &node.name_any(), &status).await?;
     }
     Ok(Action::requeue(match health {
         Health::Connected { .. } => RECHECK,
         Health::Failed { .. } => RECHECK_FAILED,
     }))
+}
+
+/// A Proxmox client for a ProxmoxNode, with its token from the Secret it names.
+pub(crate) async fn proxmox_client(
+    node: &ProxmoxNode,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<proxmox::Client, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret_name = &node.spec.token_secret_ref.name;
+    let secret = secrets
+        .get_opt(secret_name)
+        .await?
+        .ok_or_else(|| Error::transient(format!("waiting for token Secret {secret_name}")))?;
+    let value = |key: &str| {
+        k8s::secret_key(&secret, key)
+            .map(|v| String::from_utf8_lossy(&v).trim().to_string())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                Error::permanent(
+                    reasons::INVALID_REFERENCE,
+                    format!("token Secret {secret_name} has no key {key:?} (expected keys tokenId and secret)"),
+                )
+            })
+    };
+    let tls = node.spec.tls.clone().unwrap_or_default();
+    let token = proxmox::ApiToken::new(value("tokenId")?, value("secret")?);
+    let tls = proxmox::TlsOptions {
+        ca_bundle: tls.ca_bundle,
+        fingerprint: tls.fingerprint,
+        insecure_skip_verify: tls.insecure_skip_verify,
+    };
+    let mut config = proxmox::ClientConfig::new(node.spec.endpoint.clone(), token, tls);
+    let metrics = ctx.metrics.clone();
+    config.observer = Some(Arc::new(move |record: &proxmox::RequestRecord| {
+        metrics.proxmox_request(record.endpoint, record.status.unwrap_or(0));
+    }));
+    proxmox::Client::new(config)
+        .map_err(|e| Error::permanent(reasons::INVALID_PARAMETERS, format!("ProxmoxNode {}: {e}", node.name_any())))
 }
 
 #[cfg(test)]

@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 
+use crate::k8s;
 use crate::ssh::SshKeyPair;
 
-pub const SECRET_NAME: &str = "infrahaus-ssh-key";
+pub(crate) const SECRET_NAME: &str = "infrahaus-ssh-key";
 const PRIVATE_KEY: &str = "ssh-privatekey";
 const PUBLIC_KEY: &str = "ssh-publickey";
 
 #[derive(Debug, thiserror::Error)]
-pub enum SshKeyError {
+pub(crate) enum SshKeyError {
     #[error("reading or writing Secret {SECRET_NAME}: {0}")]
     Kube(#[from] kube::Error),
     #[error("Secret {SECRET_NAME} holds no usable {PRIVATE_KEY}: {0}")]
@@ -22,15 +23,12 @@ pub enum SshKeyError {
 
 /// Loads the key pair, creating the Secret if it does not exist yet. Two
 /// replicas starting at once both end up with the one that was stored first.
-pub async fn ensure(client: kube::Client, namespace: &str) -> Result<SshKeyPair, SshKeyError> {
+pub(crate) async fn ensure(client: kube::Client, namespace: &str) -> Result<SshKeyPair, SshKeyError> {
     let secrets: Api<Secret> = Api::namespaced(client, namespace);
     for _ in 0..2 {
         if let Some(secret) = secrets.get_opt(SECRET_NAME).await? {
-            let pem = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(PRIVATE_KEY))
-                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            let pem = k8s::secret_key(&secret, PRIVATE_KEY)
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
                 .ok_or_else(|| SshKeyError::Invalid("key missing".into()))?;
             return SshKeyPair::from_openssh_pem(&pem).map_err(|e| SshKeyError::Invalid(e.to_string()));
         }
@@ -40,10 +38,7 @@ pub async fn ensure(client: kube::Client, namespace: &str) -> Result<SshKeyPair,
         let secret = Secret {
             metadata: kube::api::ObjectMeta {
                 name: Some(SECRET_NAME.into()),
-                labels: Some(BTreeMap::from([(
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "infrahaus-operator".to_string(),
-                )])),
+                labels: Some(k8s::managed_labels()),
                 ..Default::default()
             },
             type_: Some("kubernetes.io/ssh-auth".into()),

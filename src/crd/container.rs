@@ -274,17 +274,6 @@ impl StageName {
             StageName::Finalizing => "finalizing",
         }
     }
-
-    /// The phase a Container is in while this stage runs.
-    pub fn phase(self) -> Phase {
-        match self {
-            StageName::Creating => Phase::Creating,
-            StageName::Starting => Phase::Starting,
-            StageName::Deploying => Phase::Deploying,
-            StageName::Syncing => Phase::Syncing,
-            StageName::Finalizing => Phase::Finalizing,
-        }
-    }
 }
 
 impl std::fmt::Display for StageName {

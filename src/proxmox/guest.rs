@@ -3,8 +3,6 @@
 
 use std::net::Ipv4Addr;
 
-use crate::crd::ContainerNetwork;
-
 use super::lxc::Iface;
 
 /// Bridge used when the spec names none.
@@ -16,14 +14,25 @@ pub const MANAGED_TAG: &str = "infrahaus";
 /// Key of the ownership line in a guest's description.
 pub const UID_MARKER_KEY: &str = "infrahaus.io/uid";
 
-/// The `net0` parameter for a Container's network: `name=eth0,bridge=vmbr0,ip=dhcp`,
-/// or with a static address `ip=192.0.2.10/24,gw=192.0.2.1`.
-pub fn net0(network: Option<&ContainerNetwork>) -> String {
-    let bridge = network.and_then(|n| n.bridge.as_deref()).unwrap_or(DEFAULT_BRIDGE);
-    let ipv4 = network.and_then(|n| n.ipv4.as_deref()).unwrap_or("dhcp");
+/// What `net0` says about `eth0`; absent values take Proxmox's usual ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Net0<'a> {
+    /// The bridge; `vmbr0` when absent.
+    pub bridge: Option<&'a str>,
+    /// `dhcp` (when absent, too) or a CIDR.
+    pub ipv4: Option<&'a str>,
+    /// The gateway, used with a static address only.
+    pub gateway: Option<&'a str>,
+}
+
+/// The `net0` parameter: `name=eth0,bridge=vmbr0,ip=dhcp`, or with a static
+/// address `ip=192.0.2.10/24,gw=192.0.2.1`.
+pub fn net0(network: &Net0<'_>) -> String {
+    let bridge = network.bridge.unwrap_or(DEFAULT_BRIDGE);
+    let ipv4 = network.ipv4.unwrap_or("dhcp");
     let mut out = format!("name=eth0,bridge={bridge},ip={ipv4}");
     if ipv4 != "dhcp" {
-        if let Some(gateway) = network.and_then(|n| n.gateway.as_deref()) {
+        if let Some(gateway) = network.gateway {
             out.push_str(",gw=");
             out.push_str(gateway);
         }
@@ -122,13 +131,8 @@ pub fn has_managed_tag(tags: Option<&str>) -> bool {
 mod tests {
     use super::*;
 
-    fn network(bridge: Option<&str>, ipv4: Option<&str>, gateway: Option<&str>) -> ContainerNetwork {
-        ContainerNetwork {
-            bridge: bridge.map(Into::into),
-            ipv4: ipv4.map(Into::into),
-            gateway: gateway.map(Into::into),
-            nameservers: vec![],
-        }
+    fn network<'a>(bridge: Option<&'a str>, ipv4: Option<&'a str>, gateway: Option<&'a str>) -> Net0<'a> {
+        Net0 { bridge, ipv4, gateway }
     }
 
     #[test]
@@ -145,7 +149,7 @@ mod tests {
             (Some(network(None, Some("dhcp"), Some("192.0.2.1"))), "name=eth0,bridge=vmbr0,ip=dhcp"),
         ];
         for (network, expected) in cases {
-            assert_eq!(net0(network.as_ref()), expected, "{network:?}");
+            assert_eq!(net0(&network.unwrap_or_default()), expected, "{network:?}");
         }
     }
 

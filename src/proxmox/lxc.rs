@@ -322,6 +322,15 @@ impl Client {
         self.data(Method::GET, ApiPath::new("/nodes/{node}/lxc/{vmid}/config", &[node, &vmid]), vec![]).await
     }
 
+    /// The guest's config, or `None` when there is no guest at `vmid`.
+    pub async fn lxc_config_opt(&self, node: &str, vmid: u32) -> Result<Option<LxcConfig>, Error> {
+        match self.lxc_config(node, vmid).await {
+            Ok(config) => Ok(Some(config)),
+            Err(error) if error.is_not_found() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// `GET /nodes/{node}/lxc/{vmid}/status/current`.
     pub async fn lxc_status(&self, node: &str, vmid: u32) -> Result<LxcStatus, Error> {
         let vmid = vmid.to_string();

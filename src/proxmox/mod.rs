@@ -20,7 +20,7 @@ pub use client::{Client, ClientConfig, RequestObserver, RequestRecord};
 pub use error::Error;
 pub use guest::{
     description_with_marker, eth0_ipv4, has_managed_tag, host_key_fingerprints, is_owned_by, marker_uid, net0,
-    parse_tags, render_tags, uid_marker, MANAGED_TAG,
+    parse_tags, render_tags, uid_marker, Net0, MANAGED_TAG,
 };
 pub use lxc::{rootfs, CreateLxcParams, DeleteLxcOptions, Iface, LxcConfig, LxcStatus, LxcSummary, VersionInfo};
 pub use retry::{retry, retry_transient, Backoff};

@@ -11,23 +11,22 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use rand::distr::{Alphanumeric, SampleString};
 
-use super::StageError;
-use crate::controller::driver::{existing_config, Job};
+use super::super::job::{Job, CREATE_LOG_LINES};
 use crate::crd::{conditions::reasons, KeyRef};
+use crate::error::Error;
+use crate::k8s;
 use crate::proxmox::{self, CreateLxcParams, Upid};
 
 const DEFAULT_STORAGE: &str = "local-lvm";
 const DEFAULT_DISK_GIB: i32 = 8;
 const GENERATED_PASSWORD_LEN: usize = 24;
-/// A create log is a few dozen lines; this reads all of it.
-pub const CREATE_LOG_LINES: u64 = 500;
 /// Containers applied together all get the same `/cluster/nextid`; each
 /// collision costs one more allocation.
 const ALLOCATION_ATTEMPTS: usize = 20;
 
-pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
+pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
     if let Some(upid) = job.in_flight_task("vzcreate")? {
-        job.progress(10, format!("Waiting for create task {upid}")).await?;
+        job.progress(34, format!("Waiting for create task {upid}")).await?;
         return finish(job, &upid).await;
     }
 
@@ -41,7 +40,7 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
             }
         }
     }
-    Err(StageError::transient(format!(
+    Err(Error::transient(format!(
         "every vmid allocated in {ALLOCATION_ATTEMPTS} attempts was taken by another guest first; trying again later"
     )))
 }
@@ -53,7 +52,7 @@ enum Attempt {
     Taken(u32),
 }
 
-async fn attempt(job: &mut Job<'_>) -> Result<Attempt, StageError> {
+async fn attempt(job: &mut Job<'_>) -> Result<Attempt, Error> {
     let node = job.node.clone();
     let vmid = match job.status.vmid {
         Some(vmid) => vmid as u32,
@@ -62,13 +61,13 @@ async fn attempt(job: &mut Job<'_>) -> Result<Attempt, StageError> {
 
     // A guest may already sit at this vmid: ours from an interrupted attempt,
     // or someone else's.
-    if let Some(config) = existing_config(&job.pve, &node, vmid).await? {
+    if let Some(config) = job.pve.lxc_config_opt(&node, vmid).await? {
         let owned = proxmox::is_owned_by(config.description.as_deref(), &job.uid);
         match existing_guest(owned, job.ct.spec.vmid.is_some()) {
             ExistingGuest::Ours => {}
             ExistingGuest::TakenMeanwhile => return Ok(Attempt::Taken(vmid)),
             ExistingGuest::Foreign => {
-                return Err(StageError::permanent(
+                return Err(Error::permanent(
                     reasons::FOREIGN_GUEST,
                     format!(
                         "vmid {vmid} on node {node} is held by a guest that infrahaus-operator did not create \
@@ -81,26 +80,26 @@ async fn attempt(job: &mut Job<'_>) -> Result<Attempt, StageError> {
         }
         let tasks = job.pve.list_tasks(&node, Some(vmid), Some("vzcreate")).await?;
         if let Some(task) = tasks.into_iter().find(|t| t.is_running()) {
-            let upid = task.upid().map_err(|e| StageError::transient(format!("task list holds a bad UPID: {e}")))?;
+            let upid = task.upid().map_err(|e| Error::transient(format!("task list holds a bad UPID: {e}")))?;
             job.set_task(&upid).await?;
             finish(job, &upid).await?;
             return Ok(Attempt::Done);
         }
         if config.lock.as_deref() == Some("create") {
-            return Err(StageError::transient(format!("CT {vmid} is still locked by its create task")));
+            return Err(Error::transient(format!("CT {vmid} is still locked by its create task")));
         }
         // The guest exists and is complete: the create task ended before the
         // controller could record its result.
         let pins = job.create_log_fingerprints(vmid).await?;
         job.status.ssh_host_key_fingerprints = pins;
-        job.progress(20, format!("Container {vmid} created")).await?;
+        job.progress(100, format!("Container {vmid} created")).await?;
         return Ok(Attempt::Done);
     }
 
     let password = root_password(job).await?;
     let params = create_params(job, vmid, password)?;
     let _permit = job.node_permit().await;
-    job.progress(8, format!("Creating container {vmid} on node {node}")).await?;
+    job.progress(20, format!("Creating container {vmid} on node {node}")).await?;
     let upid = match job.pve.create_lxc(&node, &params).await {
         Ok(upid) => upid,
         Err(error) if error.is_already_exists() && job.ct.spec.vmid.is_none() => return Ok(Attempt::Taken(vmid)),
@@ -112,8 +111,8 @@ async fn attempt(job: &mut Job<'_>) -> Result<Attempt, StageError> {
 }
 
 /// Waits for the create task and pins the host keys from its log.
-async fn finish(job: &mut Job<'_>, upid: &Upid) -> Result<(), StageError> {
-    job.progress(12, format!("Create task running: {upid}")).await?;
+async fn finish(job: &mut Job<'_>, upid: &Upid) -> Result<(), Error> {
+    job.progress(47, format!("Create task running: {upid}")).await?;
     let outcome = job.wait_task(upid).await?;
     let log = job.pve.task_log_tail(upid, CREATE_LOG_LINES).await?;
     job.status.ssh_host_key_fingerprints = proxmox::host_key_fingerprints(log.iter().map(String::as_str));
@@ -123,7 +122,7 @@ async fn finish(job: &mut Job<'_>, upid: &Upid) -> Result<(), StageError> {
         0 => format!("Container {vmid} created"),
         n => format!("Container {vmid} created ({n} warnings)"),
     };
-    job.progress(20, message).await?;
+    job.progress(100, message).await?;
     Ok(())
 }
 
@@ -148,7 +147,7 @@ fn existing_guest(owned: bool, vmid_in_spec: bool) -> ExistingGuest {
     }
 }
 
-async fn allocate_vmid(job: &mut Job<'_>) -> Result<u32, StageError> {
+async fn allocate_vmid(job: &mut Job<'_>) -> Result<u32, Error> {
     let vmid = match job.ct.spec.vmid {
         Some(vmid) => vmid as u32,
         None => job.pve.next_id().await?,
@@ -160,11 +159,11 @@ async fn allocate_vmid(job: &mut Job<'_>) -> Result<u32, StageError> {
     Ok(vmid)
 }
 
-fn create_params(job: &Job<'_>, vmid: u32, password: String) -> Result<CreateLxcParams, StageError> {
+fn create_params(job: &Job<'_>, vmid: u32, password: String) -> Result<CreateLxcParams, Error> {
     let spec = &job.ct.spec;
     let template = job.template.as_ref().map(|(_, t)| t);
     let ostemplate = spec.os_template.clone().or_else(|| template.map(|t| t.os_template.clone())).ok_or_else(|| {
-        StageError::permanent(
+        Error::permanent(
             reasons::INVALID_PARAMETERS,
             "no OS template: set spec.osTemplate or reference a ContainerTemplate with one",
         )
@@ -187,7 +186,11 @@ fn create_params(job: &Job<'_>, vmid: u32, password: String) -> Result<CreateLxc
         memory_mib: own.memory_mib.or(defaults.memory_mib).map(|v| v.max(16) as u64),
         swap_mib: own.swap_mib.or(defaults.swap_mib).map(|v| v.max(0) as u64),
         rootfs: Some(proxmox::rootfs(&storage, disk.max(1) as u32)),
-        net0: Some(proxmox::net0(Some(&network))),
+        net0: Some(proxmox::net0(&proxmox::Net0 {
+            bridge: network.bridge.as_deref(),
+            ipv4: network.ipv4.as_deref(),
+            gateway: network.gateway.as_deref(),
+        })),
         nameserver: (!network.nameservers.is_empty()).then(|| network.nameservers.join(" ")),
         password: Some(password.into()),
         ssh_public_keys: Some(keys.join("\n")),
@@ -212,22 +215,21 @@ fn features(features: &crate::crd::Features) -> Option<String> {
 
 /// The root password: from the user's Secret, or generated once into
 /// `<name>-root-password`, owned by the Container.
-async fn root_password(job: &mut Job<'_>) -> Result<String, StageError> {
+async fn root_password(job: &mut Job<'_>) -> Result<String, Error> {
     let secrets: Api<Secret> = Api::namespaced(job.ctx.client.clone(), &job.namespace);
     let key_ref = match &job.ct.spec.root_password_secret_ref {
         Some(r) => r.clone(),
         None => KeyRef { name: format!("{}-root-password", job.name), key: "password".into() },
     };
     if let Some(secret) = secrets.get_opt(&key_ref.name).await? {
-        let value =
-            secret.data.as_ref().and_then(|d| d.get(&key_ref.key)).map(|v| String::from_utf8_lossy(&v.0).into_owned());
+        let value = k8s::secret_key(&secret, &key_ref.key).map(|v| String::from_utf8_lossy(&v).into_owned());
         match value {
             Some(password) if !password.is_empty() => {
                 job.status.root_password_secret_ref = Some(key_ref);
                 return Ok(password);
             }
             _ => {
-                return Err(StageError::permanent(
+                return Err(Error::permanent(
                     reasons::INVALID_REFERENCE,
                     format!("Secret {} has no non-empty key {}", key_ref.name, key_ref.key),
                 ))
@@ -235,7 +237,7 @@ async fn root_password(job: &mut Job<'_>) -> Result<String, StageError> {
         }
     }
     if job.ct.spec.root_password_secret_ref.is_some() {
-        return Err(StageError::transient(format!(
+        return Err(Error::transient(format!(
             "waiting for Secret {} named in spec.rootPasswordSecretRef",
             key_ref.name
         )));
@@ -250,7 +252,7 @@ async fn root_password(job: &mut Job<'_>) -> Result<String, StageError> {
     match secrets.create(&PostParams::default(), &secret).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 409 => {
-            return Err(StageError::transient("root password Secret appeared concurrently; rereading"));
+            return Err(Error::transient("root password Secret appeared concurrently; rereading"));
         }
         Err(error) => return Err(error.into()),
     }

@@ -4,9 +4,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::StageError;
-use crate::controller::driver::Job;
+use super::super::job::Job;
 use crate::crd::conditions::reasons;
+use crate::error::Error;
 use crate::layout::{self, SCRIPT_MODE, SYNC_COMMAND};
 use crate::ssh::{ExitStatus, SshSession, Stream};
 
@@ -15,7 +15,7 @@ const TAIL_LINES: usize = 10;
 const CONFIG_SYNC_NAME: &str = "config-sync.sh";
 const CONFIG_SYNC_TIMEOUT: Duration = Duration::from_secs(1800);
 
-pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
+pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
     let session = job.ssh_recorded().await?;
 
     let scripts: Vec<_> = job
@@ -24,7 +24,7 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
         .map(|(_, t)| t.scripts.iter().filter(|s| s.enabled).cloned().collect())
         .unwrap_or_default();
     let steps = scripts.len() as i32 + 1;
-    let percent = |done: i32| 65 + (90 - 65) * done / steps;
+    let percent = |done: i32| 100 * done / steps;
 
     job.progress(percent(0), "Running config-sync.sh (packages)").await?;
     run_script(job, &session, CONFIG_SYNC_NAME, SYNC_COMMAND, CONFIG_SYNC_TIMEOUT).await?;
@@ -39,7 +39,7 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
         run_script(job, &session, &script.name, &command, timeout).await?;
     }
     let _ = session.close().await;
-    job.progress(90, format!("{} scripts completed", scripts.len())).await?;
+    job.progress(100, format!("{} scripts completed", scripts.len())).await?;
     Ok(())
 }
 
@@ -52,7 +52,7 @@ async fn run_script(
     name: &str,
     command: &str,
     timeout: Duration,
-) -> Result<(), StageError> {
+) -> Result<(), Error> {
     let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel::<(Stream, String)>();
     let exec = session.exec(command, timeout, move |stream, line| {
         let _ = lines_tx.send((stream, line.to_owned()));
@@ -83,11 +83,11 @@ async fn run_script(
     let tail_text = tail.into_iter().collect::<Vec<_>>().join("\n");
     match result {
         Ok(status) if status.success() => Ok(()),
-        Ok(status) => Err(StageError::permanent(
+        Ok(status) => Err(Error::permanent(
             reasons::SCRIPT_FAILED,
             format!("script {name} {}; last output:\n{tail_text}", describe(&status)),
         )),
-        Err(crate::ssh::SshError::CommandTimeout { .. }) => Err(StageError::permanent(
+        Err(crate::ssh::SshError::CommandTimeout { .. }) => Err(Error::permanent(
             reasons::SCRIPT_FAILED,
             format!("script {name} did not finish within {timeout:?}; last output:\n{tail_text}"),
         )),

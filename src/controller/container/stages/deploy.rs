@@ -1,24 +1,24 @@
 //! Deploy: find the container's address, SSH in, install the config-manager
 //! layout and the template's files.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use tokio::time::Instant;
 
-use super::StageError;
-use crate::controller::driver::Job;
+use super::super::job::Job;
 use crate::crd::{conditions::reasons, TemplateFile};
+use crate::error::Error;
 use crate::layout::{self, LayoutInput};
-use crate::proxmox;
+use crate::{k8s, proxmox};
 
-pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
+pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
     let ip = find_address(job).await?;
     job.status.ip_address = Some(ip.to_string());
-    job.progress(45, format!("Connecting to {ip} over SSH")).await?;
+    job.progress(25, format!("Connecting to {ip} over SSH")).await?;
 
-    let session = job.ssh(SocketAddr::new(ip, super::SSH_PORT)).await?;
+    let session = job.ssh(ip).await?;
 
     let (template_name, packages, files) = match &job.template {
         Some((name, t)) => (Some(name.clone()), t.packages.clone(), t.files.clone()),
@@ -42,7 +42,7 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
     run_checked(&session, plan.activate_command, "enable config-manager.service").await?;
 
     if !files.is_empty() {
-        job.progress(55, format!("Writing {} template files", files.len())).await?;
+        job.progress(75, format!("Writing {} template files", files.len())).await?;
     }
     for file in &files {
         let content = file_content(job, file).await?;
@@ -50,16 +50,16 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
         session.upload(&file.path, &content, mode).await?;
     }
     let _ = session.close().await;
-    job.progress(60, "Configuration deployed").await?;
+    job.progress(100, "Configuration deployed").await?;
     Ok(())
 }
 
-async fn run_checked(session: &crate::ssh::SshSession, command: &str, what: &str) -> Result<(), StageError> {
+async fn run_checked(session: &crate::ssh::SshSession, command: &str, what: &str) -> Result<(), Error> {
     let output = session.exec_capture(command, std::time::Duration::from_secs(120)).await?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(StageError::permanent(
+        Err(Error::permanent(
             reasons::FAILED,
             format!("could not {what}: {} ({})", output.stderr.trim(), output.status),
         ))
@@ -67,12 +67,12 @@ async fn run_checked(session: &crate::ssh::SshSession, command: &str, what: &str
 }
 
 /// The static address from the spec, or the one DHCP gave eth0.
-async fn find_address(job: &mut Job<'_>) -> Result<IpAddr, StageError> {
+async fn find_address(job: &mut Job<'_>) -> Result<IpAddr, Error> {
     if let Some(ip) = job.ct.spec.network.as_ref().and_then(|n| n.ipv4.as_deref()) {
         if ip != "dhcp" {
             let addr = ip.split('/').next().unwrap_or(ip);
             return addr.parse().map_err(|_| {
-                StageError::permanent(
+                Error::permanent(
                     reasons::INVALID_PARAMETERS,
                     format!("spec.network.ipv4 {ip:?} is not an IPv4 address"),
                 )
@@ -89,7 +89,7 @@ async fn find_address(job: &mut Job<'_>) -> Result<IpAddr, StageError> {
             return Ok(IpAddr::V4(ip));
         }
         if Instant::now() >= deadline {
-            return Err(StageError::transient(format!(
+            return Err(Error::transient(format!(
                 "CT {vmid} has no IPv4 address on eth0 after {:?}; is DHCP working on its bridge?",
                 timings.boot_timeout
             )));
@@ -98,16 +98,13 @@ async fn find_address(job: &mut Job<'_>) -> Result<IpAddr, StageError> {
     }
 }
 
-async fn file_content(job: &Job<'_>, file: &TemplateFile) -> Result<Vec<u8>, StageError> {
+async fn file_content(job: &Job<'_>, file: &TemplateFile) -> Result<Vec<u8>, Error> {
     if let Some(content) = &file.content {
         return Ok(content.clone().into_bytes());
     }
-    let missing = |what: String| StageError::transient(format!("file {}: waiting for {what}", file.path));
+    let missing = |what: String| Error::transient(format!("file {}: waiting for {what}", file.path));
     let source = file.content_from.as_ref().ok_or_else(|| {
-        StageError::permanent(
-            reasons::INVALID_PARAMETERS,
-            format!("file {} has neither content nor contentFrom", file.path),
-        )
+        Error::permanent(reasons::INVALID_PARAMETERS, format!("file {} has neither content nor contentFrom", file.path))
     })?;
     if let Some(r) = &source.config_map_key_ref {
         let api: Api<ConfigMap> = Api::namespaced(job.ctx.client.clone(), &job.namespace);
@@ -119,11 +116,7 @@ async fn file_content(job: &Job<'_>, file: &TemplateFile) -> Result<Vec<u8>, Sta
     if let Some(r) = &source.secret_key_ref {
         let api: Api<Secret> = Api::namespaced(job.ctx.client.clone(), &job.namespace);
         let secret = api.get_opt(&r.name).await?.ok_or_else(|| missing(format!("Secret {}", r.name)))?;
-        return secret
-            .data
-            .and_then(|mut d| d.remove(&r.key))
-            .map(|b| b.0)
-            .ok_or_else(|| missing(format!("key {} in Secret {}", r.key, r.name)));
+        return k8s::secret_key(&secret, &r.key).ok_or_else(|| missing(format!("key {} in Secret {}", r.key, r.name)));
     }
-    Err(StageError::permanent(reasons::INVALID_PARAMETERS, format!("file {}: contentFrom names no source", file.path)))
+    Err(Error::permanent(reasons::INVALID_PARAMETERS, format!("file {}: contentFrom names no source", file.path)))
 }

@@ -8,14 +8,15 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use kube::api::{Api, Patch, PatchParams};
 
-use super::StageError;
-use crate::controller::driver::{Job, FIELD_MANAGER};
+use super::super::job::Job;
 use crate::crd::{conditions::reasons, ListeningPort, ObjectRef, PortProtocol};
 use crate::discovery::{self, Protocol};
+use crate::error::Error;
+use crate::k8s::FIELD_MANAGER;
 
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
+pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
     let session = job.ssh_recorded().await?;
 
     let services = session.exec_capture(discovery::SERVICES_COMMAND, DISCOVERY_TIMEOUT).await?;
@@ -24,7 +25,7 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
     let credentials = session.exec_capture(&discovery::credentials_command(), DISCOVERY_TIMEOUT).await?;
     let _ = session.close().await;
     if !credentials.status.success() {
-        return Err(StageError::permanent(
+        return Err(Error::permanent(
             reasons::FAILED,
             format!("could not read /etc/infrahaus/credentials: {}", credentials.stderr.trim()),
         ));
@@ -51,14 +52,14 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
     write_credentials(job, &secret_name, found.files).await?;
     job.status.credentials_secret_ref = Some(ObjectRef { name: secret_name });
     job.progress(
-        98,
+        60,
         format!("Found {} services, {} listening ports", job.status.services.len(), job.status.listening_ports.len()),
     )
     .await?;
     Ok(())
 }
 
-async fn write_credentials(job: &Job<'_>, name: &str, files: BTreeMap<String, Vec<u8>>) -> Result<(), StageError> {
+async fn write_credentials(job: &Job<'_>, name: &str, files: BTreeMap<String, Vec<u8>>) -> Result<(), Error> {
     let secrets: Api<Secret> = Api::namespaced(job.ctx.client.clone(), &job.namespace);
     let secret = Secret {
         metadata: job.owned_metadata(name),
@@ -67,7 +68,7 @@ async fn write_credentials(job: &Job<'_>, name: &str, files: BTreeMap<String, Ve
         ..Default::default()
     };
     let mut value =
-        serde_json::to_value(&secret).map_err(|e| StageError::transient(format!("encode Secret {name}: {e}")))?;
+        serde_json::to_value(&secret).map_err(|e| Error::transient(format!("encode Secret {name}: {e}")))?;
     value["apiVersion"] = "v1".into();
     value["kind"] = "Secret".into();
     secrets.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value)).await?;

@@ -1,10 +1,10 @@
 //! Start: `POST .../status/start`, wait for the task, confirm the container
 //! runs. A container that already runs is left as it is.
 
-use super::StageError;
-use crate::controller::driver::Job;
+use super::super::job::Job;
+use crate::error::Error;
 
-pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
+pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
     let node = job.node.clone();
     let vmid = job.vmid()?;
 
@@ -17,19 +17,19 @@ pub async fn run(job: &mut Job<'_>) -> Result<(), StageError> {
     let current = job.pve.wait_unlocked(&node, vmid, timings.task_poll, timings.task_timeout).await?;
     if !current.is_running() {
         let _permit = job.node_permit().await;
-        job.progress(28, format!("Starting container {vmid}")).await?;
+        job.progress(30, format!("Starting container {vmid}")).await?;
         let upid = job.pve.start_lxc(&node, vmid).await?;
         job.set_task(&upid).await?;
         job.wait_task(&upid).await?;
         job.status.task_ref = None;
         let after = job.pve.lxc_status(&node, vmid).await?;
         if !after.is_running() {
-            return Err(StageError::transient(format!(
+            return Err(Error::transient(format!(
                 "CT {vmid} start task succeeded but the container is {}",
                 after.status
             )));
         }
     }
-    job.progress(35, format!("Container {vmid} running")).await?;
+    job.progress(100, format!("Container {vmid} running")).await?;
     Ok(())
 }

@@ -10,19 +10,20 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 
-use super::driver::{apply_status, existing_config, publish_event};
-use super::{resolve, Context, Error};
+use super::resolve::resolve;
+use crate::controller::Context;
 use crate::crd::{Container, DeletionPolicy, Phase};
+use crate::error::Error;
+use crate::k8s;
 use crate::proxmox::{self, DeleteLxcOptions, Upid};
-use crate::stages::StageError;
 
 const DELETE_ACTION: &str = "Delete";
 
-pub async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
+pub(super) async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
     if ct.spec.deletion_policy == DeletionPolicy::Retain {
-        publish_event(
-            ctx,
-            &ct,
+        k8s::publish_event(
+            &ctx.recorder,
+            ct.as_ref(),
             EventType::Normal,
             "Retained",
             DELETE_ACTION,
@@ -45,14 +46,14 @@ pub async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
     if let Some(upid) = status.task_ref.as_deref().and_then(|t| t.parse::<Upid>().ok()) {
         let _ = pve.wait_task(&upid, timings.task_poll, timings.task_timeout).await;
     }
-    let config = match existing_config(pve, node, vmid).await? {
+    let config = match pve.lxc_config_opt(node, vmid).await? {
         Some(config) => config,
         None => return Ok(Action::await_change()),
     };
     if !proxmox::is_owned_by(config.description.as_deref(), &uid) {
-        publish_event(
-            ctx,
-            &ct,
+        k8s::publish_event(
+            &ctx.recorder,
+            ct.as_ref(),
             EventType::Warning,
             "ForeignGuestKept",
             DELETE_ACTION,
@@ -62,23 +63,30 @@ pub async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     if config.lock.is_some() {
-        pve.wait_unlocked(node, vmid, timings.task_poll, timings.task_timeout).await.map_err(StageError::from)?;
+        pve.wait_unlocked(node, vmid, timings.task_poll, timings.task_timeout).await?;
     }
     let mut deleting = status.clone();
     deleting.phase = Some(Phase::Deleting);
     deleting.message = Some(format!("Stopping and destroying CT {vmid}"));
     let api: Api<Container> = Api::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
-    apply_status(&api, &ct.name_any(), &deleting).await?;
+    k8s::apply_status(&api, &ct.name_any(), &deleting).await?;
     let _permit = ctx.node_limits.acquire(&inputs.node_key, inputs.max_operations).await;
-    let current = pve.lxc_status(node, vmid).await.map_err(StageError::from)?;
+    let current = pve.lxc_status(node, vmid).await?;
     if current.is_running() {
-        let upid = pve.stop_lxc(node, vmid).await.map_err(StageError::from)?;
-        pve.wait_task(&upid, timings.task_poll, timings.task_timeout).await.map_err(StageError::from)?;
+        let upid = pve.stop_lxc(node, vmid).await?;
+        pve.wait_task(&upid, timings.task_poll, timings.task_timeout).await?;
     }
     let options = DeleteLxcOptions { purge: true, destroy_unreferenced_disks: true, force: false };
-    let upid = pve.delete_lxc(node, vmid, options).await.map_err(StageError::from)?;
-    pve.wait_task(&upid, timings.task_poll, timings.task_timeout).await.map_err(StageError::from)?;
-    publish_event(ctx, &ct, EventType::Normal, "Destroyed", DELETE_ACTION, format!("CT {vmid} stopped and destroyed"))
-        .await;
+    let upid = pve.delete_lxc(node, vmid, options).await?;
+    pve.wait_task(&upid, timings.task_poll, timings.task_timeout).await?;
+    k8s::publish_event(
+        &ctx.recorder,
+        ct.as_ref(),
+        EventType::Normal,
+        "Destroyed",
+        DELETE_ACTION,
+        format!("CT {vmid} stopped and destroyed"),
+    )
+    .await;
     Ok(Action::await_change())
 }

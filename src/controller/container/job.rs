@@ -1,0 +1,224 @@
+//! One reconcile of one Container: what it works with (the Proxmox client,
+//! the node, the template) and everything a stage's progress touches: the
+//! status (server-side apply), Kubernetes Events, Redis events. It knows no
+//! stage; the pipeline tells it which stage runs and which span of the
+//! percent that stage owns.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kube::api::{Api, ObjectMeta};
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::resolve::Inputs;
+use crate::controller::Context;
+use crate::crd::conditions::reasons;
+use crate::crd::{Container, ContainerStatus, ContainerTemplateSpec, StageName, StageState};
+use crate::error::Error;
+use crate::k8s;
+use crate::progress::{ContainerRef, LogStream, ProgressEvent};
+use crate::proxmox::{self, TaskOutcome, Upid};
+use crate::ssh::{self, HostKeyCheck, SshSession, SshTarget, Stream};
+
+/// Containers are reached over SSH on the standard port.
+const SSH_PORT: u16 = 22;
+/// A create log is a few dozen lines; this reads all of it.
+pub(crate) const CREATE_LOG_LINES: u64 = 500;
+
+/// Everything one reconcile of one Container works with.
+pub(crate) struct Job<'a> {
+    pub ctx: &'a Context,
+    pub ct: Arc<Container>,
+    pub api: Api<Container>,
+    pub pve: proxmox::Client,
+    pub node: String,
+    /// Namespace-scoped key of the ProxmoxNode, for the per-node limit.
+    pub node_key: String,
+    pub max_node_operations: usize,
+    pub template: Option<(String, ContainerTemplateSpec)>,
+    pub status: ContainerStatus,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub(super) last_percent: i32,
+    /// The percent span of the stage that runs.
+    span: (i32, i32),
+}
+
+impl<'a> Job<'a> {
+    pub fn new(ctx: &'a Context, ct: Arc<Container>, inputs: Inputs) -> Self {
+        let Inputs { pve, node_name: node, node_key, max_operations: max_node_operations, template } = inputs;
+        let namespace = ct.namespace().unwrap_or_default();
+        let api = Api::namespaced(ctx.client.clone(), &namespace);
+        let status = ct.status.clone().unwrap_or_default();
+        let same_generation = status.observed_generation == ct.metadata.generation;
+        Self {
+            ctx,
+            api,
+            pve,
+            node,
+            node_key,
+            max_node_operations,
+            template,
+            // Percent never decreases within a generation, also across restarts.
+            last_percent: if same_generation { status.progress.unwrap_or(0) } else { 0 },
+            span: (0, 100),
+            status,
+            namespace,
+            name: ct.name_any(),
+            uid: ct.uid().unwrap_or_default(),
+            ct,
+        }
+    }
+
+    pub fn hostname(&self) -> String {
+        self.ct.spec.hostname.clone().unwrap_or_else(|| self.name.clone())
+    }
+
+    pub fn vmid(&self) -> Result<u32, Error> {
+        self.status
+            .vmid
+            .map(|v| v as u32)
+            .ok_or_else(|| Error::transient("no vmid recorded yet; Create must run first"))
+    }
+
+    fn vmid_for_events(&self) -> Option<i64> {
+        self.status.vmid.map(i64::from)
+    }
+
+    /// Writes the whole status with server-side apply.
+    pub async fn save(&mut self) -> Result<(), Error> {
+        k8s::apply_status(&self.api, &self.name, &self.status).await?;
+        Ok(())
+    }
+
+    /// Sets the percent span the running stage reports progress in.
+    pub(super) fn enter_span(&mut self, span: (i32, i32)) {
+        self.span = span;
+    }
+
+    /// Records progress in status and publishes it as a `step` event.
+    /// `step` is how far the running stage is, 0 to 100 of its own span.
+    pub async fn progress(&mut self, step: i32, message: impl Into<String>) -> Result<(), Error> {
+        let (start, end) = self.span;
+        self.report(start + (end - start) * step.clamp(0, 100) / 100, message.into()).await
+    }
+
+    /// Records an absolute percent (never below the last one) in status and
+    /// publishes it as a `step` event of the running stage.
+    async fn report(&mut self, percent: i32, message: String) -> Result<(), Error> {
+        let percent = percent.max(self.last_percent);
+        self.last_percent = percent;
+        self.status.progress = Some(percent);
+        self.status.message = Some(message.clone());
+        self.save().await?;
+        if let Some(stage) = self.current_stage() {
+            tracing::debug!(step = stage.as_str(), percent, "{message}");
+            let event = ProgressEvent::step(&self.identity(), stage.as_str(), percent as u8, &message)
+                .with_vmid(self.vmid_for_events());
+            self.ctx.progress.publish(&event).await;
+        }
+        Ok(())
+    }
+
+    /// Publishes one line of script output.
+    pub async fn log(&self, script: &str, stream: Stream, line: &str) {
+        tracing::debug!(script, ?stream, line, "script output");
+        let stream = match stream {
+            Stream::Stdout => LogStream::Stdout,
+            Stream::Stderr => LogStream::Stderr,
+        };
+        let step = self.current_stage().unwrap_or(StageName::Syncing);
+        let event = ProgressEvent::log(&self.identity(), step.as_str(), self.last_percent as u8, stream, script, line)
+            .with_vmid(self.vmid_for_events());
+        self.ctx.progress.publish(&event).await;
+    }
+
+    /// Publishes a progress event as it is, with the guest's vmid.
+    pub(super) async fn publish(&self, event: ProgressEvent) {
+        self.ctx.progress.publish(&event.with_vmid(self.vmid_for_events())).await;
+    }
+
+    pub(super) fn identity(&self) -> ContainerRef {
+        ContainerRef::new(&self.namespace, &self.name, &self.uid)
+    }
+
+    fn current_stage(&self) -> Option<StageName> {
+        self.status.stages.iter().find(|s| s.state == StageState::Running).map(|s| s.name)
+    }
+
+    /// The task in `status.taskRef` if it is of `task_type`.
+    pub fn in_flight_task(&self, task_type: &str) -> Result<Option<Upid>, Error> {
+        let Some(text) = &self.status.task_ref else { return Ok(None) };
+        let upid: Upid =
+            text.parse().map_err(|e| Error::transient(format!("status.taskRef {text:?} is not a UPID: {e}")))?;
+        Ok((upid.task_type() == task_type).then_some(upid))
+    }
+
+    /// Persists the task in flight before it is waited on, so a restarted
+    /// controller waits on it instead of issuing it again.
+    pub async fn set_task(&mut self, upid: &Upid) -> Result<(), Error> {
+        self.status.task_ref = Some(upid.to_string());
+        self.save().await
+    }
+
+    pub async fn wait_task(&mut self, upid: &Upid) -> Result<TaskOutcome, Error> {
+        let outcome = self.pve.wait_task(upid, self.ctx.timings.task_poll, self.ctx.timings.task_timeout).await?;
+        Ok(outcome)
+    }
+
+    /// Host-key fingerprints from the create task of `vmid`, found in the
+    /// node's task list.
+    pub async fn create_log_fingerprints(&self, vmid: u32) -> Result<Vec<String>, Error> {
+        let tasks = self.pve.list_tasks(&self.node, Some(vmid), Some("vzcreate")).await?;
+        let Some(task) = tasks.into_iter().next() else { return Ok(Vec::new()) };
+        let upid = task.upid().map_err(|e| Error::transient(format!("task list holds a bad UPID: {e}")))?;
+        let log = self.pve.task_log_tail(&upid, CREATE_LOG_LINES).await?;
+        Ok(proxmox::host_key_fingerprints(log.iter().map(String::as_str)))
+    }
+
+    /// A permit of the node's `maxConcurrentOperations`.
+    pub async fn node_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.ctx.node_limits.acquire(&self.node_key, self.max_node_operations).await
+    }
+
+    /// Connects over SSH with the pinned host keys; pins the first key seen
+    /// when the create log printed none.
+    pub async fn ssh(&mut self, ip: std::net::IpAddr) -> Result<SshSession, Error> {
+        let check = HostKeyCheck::from_pins(self.status.ssh_host_key_fingerprints.clone());
+        let trust_first = matches!(check, HostKeyCheck::TrustFirst);
+        let target = SshTarget::root(SocketAddr::new(ip, SSH_PORT), self.ctx.ssh_key.clone(), check);
+        let deadline = tokio::time::Instant::now() + self.ctx.timings.boot_timeout;
+        let session = ssh::connect_with_retry(&target, deadline).await?;
+        if trust_first {
+            self.status.ssh_host_key_fingerprints = vec![session.host_key_fingerprint().to_string()];
+            self.save().await?;
+        }
+        Ok(session)
+    }
+
+    /// SSH to the address Deploy recorded.
+    pub async fn ssh_recorded(&mut self) -> Result<SshSession, Error> {
+        let ip = self
+            .status
+            .ip_address
+            .clone()
+            .ok_or_else(|| Error::transient("no IP address recorded; Deploy must run first"))?;
+        let ip: std::net::IpAddr = ip.parse().map_err(|_| {
+            Error::permanent(reasons::INVALID_PARAMETERS, format!("status.ipAddress {ip:?} is not an address"))
+        })?;
+        self.ssh(ip).await
+    }
+
+    /// Metadata for an object the Container owns (garbage-collected with it).
+    pub fn owned_metadata(&self, name: &str) -> ObjectMeta {
+        k8s::owned_metadata(self.ct.as_ref(), name)
+    }
+
+    /// Logs and publishes a Kubernetes Event on the Container.
+    pub async fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
+        k8s::publish_event(&self.ctx.recorder, self.ct.as_ref(), type_, reason, action, note).await;
+    }
+}

@@ -1,0 +1,132 @@
+//! The Container controller: resolves a Container's references, then hands it
+//! to the pipeline (apply) or to cleanup (deletion) through the finalizer.
+
+mod cleanup;
+mod job;
+mod pipeline;
+mod plan;
+mod resolve;
+mod stages;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use tracing::{info_span, Instrument};
+
+use super::{Context, RunOptions};
+use crate::crd::{Container, Phase};
+use crate::error::Error;
+
+const FINALIZER: &str = "infrahaus.io/cleanup";
+
+/// Runs the Container controller until `shutdown` resolves; reconciles in
+/// flight then finish before this returns.
+pub(crate) async fn run(
+    ctx: Arc<Context>,
+    options: RunOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let containers: Api<Container> = options.watched(ctx.client.clone());
+    let config = kube::runtime::controller::Config::default().concurrency(options.concurrency.max(1));
+    let controller = Controller::new(containers, watcher::Config::default()).with_config(config);
+    let store = controller.store();
+    let metrics = ctx.metrics.clone();
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile ended with an error");
+            }
+            for (phase, count) in phase_counts(store.state().iter().map(|ct| ct.status.as_ref().and_then(|s| s.phase)))
+            {
+                metrics.set_containers_in_phase(phase, count);
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
+/// How many Containers are in each phase (every phase listed, zeros included,
+/// so a gauge drops back when the last Container leaves a phase).
+fn phase_counts(phases: impl Iterator<Item = Option<Phase>>) -> Vec<(&'static str, i64)> {
+    let mut counts: Vec<(&'static str, i64)> = Phase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
+    for phase in phases {
+        let name = phase.unwrap_or_default().as_str();
+        if let Some(entry) = counts.iter_mut().find(|(p, _)| *p == name) {
+            entry.1 += 1;
+        }
+    }
+    counts
+}
+
+async fn reconcile(ct: Arc<Container>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = ct.namespace().unwrap_or_default();
+    let name = ct.name_any();
+    let vmid = ct.status.as_ref().and_then(|s| s.vmid).or(ct.spec.vmid);
+    // `container`, not `name`: JSON logs list a span's own name under `name`.
+    let span = info_span!("reconcile", namespace = %namespace, container = %name, vmid = tracing::field::Empty);
+    if let Some(vmid) = vmid {
+        span.record("vmid", vmid);
+    }
+    ctx.metrics.reconcile();
+    let api: Api<Container> = Api::namespaced(ctx.client.clone(), &namespace);
+    let inner = ctx.clone();
+    let action = finalizer(&api, FINALIZER, ct, |event| async move {
+        match event {
+            FinalizerEvent::Apply(ct) => apply(ct, &inner).await,
+            FinalizerEvent::Cleanup(ct) => cleanup::run(ct, &inner).await,
+        }
+    })
+    .instrument(span)
+    .await?;
+    Ok(action)
+}
+
+fn error_policy(ct: Arc<Container>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failure(error.metric_label());
+    tracing::warn!(namespace = ?ct.namespace(), name = %ct.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(ctx.timings.retry_backoff)
+}
+
+async fn apply(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
+    let decision = match plan::decide(&ct) {
+        plan::Decision::Idle => return Ok(Action::await_change()),
+        plan::Decision::Run(run) => run,
+    };
+    let inputs = match resolve::resolve(&ct, ctx).await {
+        Ok(inputs) => inputs,
+        Err(error) => {
+            resolve::report_unresolved(&ct, ctx, &error).await;
+            return Err(error);
+        }
+    };
+    let mut job = job::Job::new(ctx, ct.clone(), inputs);
+    match pipeline::run(&mut job, decision).await {
+        Ok(()) => Ok(Action::await_change()),
+        // The pipeline already recorded a permanent failure as phase Error.
+        Err(error) if !error.is_transient() => Ok(Action::await_change()),
+        Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_counts_cover_every_phase() {
+        let counts = phase_counts([Some(Phase::Ready), None, Some(Phase::Ready), Some(Phase::Error)].into_iter());
+        let get = |name: &str| counts.iter().find(|(p, _)| *p == name).map(|(_, n)| *n);
+        assert_eq!(get("Ready"), Some(2));
+        assert_eq!(get("Pending"), Some(1), "no status yet counts as Pending");
+        assert_eq!(get("Error"), Some(1));
+        assert_eq!(get("Creating"), Some(0));
+        assert_eq!(counts.len(), Phase::ALL.len());
+    }
+}

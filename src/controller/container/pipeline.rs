@@ -1,0 +1,188 @@
+//! Sequencing: runs every stage that has not succeeded yet, in order, and
+//! records each stage's start, success or failure in status, conditions,
+//! Events, Redis and metrics.
+
+use std::time::Instant;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::EventType;
+
+use super::job::Job;
+use super::plan;
+use super::stages::{self, Stage, STAGES};
+use crate::crd::conditions::{reasons, set_condition, types, DesiredCondition};
+use crate::crd::{Phase, StageName, StageState, StageStatus};
+use crate::error::Error;
+use crate::progress::ProgressEvent;
+
+/// Runs every stage that has not succeeded yet, in order, then marks the
+/// Container Ready.
+pub(crate) async fn run(job: &mut Job<'_>, decision: plan::Run) -> Result<(), Error> {
+    begin(job, &decision);
+    for stage in &STAGES {
+        if job.status.stage_succeeded(stage.name) {
+            continue;
+        }
+        if deletion_requested(job).await? {
+            // Cleanup runs in the next reconcile; no stage is started for
+            // a Container that is going away.
+            return Ok(());
+        }
+        run_stage(job, stage).await?;
+    }
+    finish_ready(job).await
+}
+
+async fn deletion_requested(job: &Job<'_>) -> Result<bool, Error> {
+    let current = job.api.get_opt(&job.name).await?;
+    Ok(current.is_none_or(|ct| ct.metadata.deletion_timestamp.is_some()))
+}
+
+fn begin(job: &mut Job<'_>, decision: &plan::Run) {
+    for stage in &decision.reset {
+        if let Some(entry) = job.status.stage_mut(*stage) {
+            entry.state = StageState::Pending;
+            entry.finished_at = None;
+            entry.message = None;
+        }
+    }
+    job.status.last_applied_retry = decision.retry.clone();
+    if job.status.stages.is_empty() {
+        job.status.stages = StageName::ALL
+            .iter()
+            .map(|name| StageStatus {
+                name: *name,
+                state: StageState::Pending,
+                started_at: None,
+                finished_at: None,
+                message: None,
+            })
+            .collect();
+    }
+}
+
+async fn run_stage(job: &mut Job<'_>, stage: &Stage) -> Result<(), Error> {
+    let name = stage.name;
+    let started = Instant::now();
+    let resumed = job.status.stage(name).is_some_and(|s| s.state == StageState::Running);
+    if let Some(entry) = job.status.stage_mut(name) {
+        entry.state = StageState::Running;
+        if !resumed {
+            entry.started_at = Some(now());
+        }
+        entry.message = None;
+    }
+    job.status.phase = Some(stage.phase);
+    job.status.node = Some(job.node.clone());
+    if !resumed {
+        job.event(EventType::Normal, "StageStarted", stage.action, format!("{name} started")).await;
+    }
+    job.enter_span(stage.percent);
+    job.progress(0, stage.start_message).await?;
+
+    let result = stage.run(job).await;
+    job.ctx.metrics.stage_duration(name.as_str(), started.elapsed().as_secs_f64());
+    match result {
+        Ok(()) => {
+            let message = job.status.message.clone().unwrap_or_default();
+            if let Some(entry) = job.status.stage_mut(name) {
+                entry.state = StageState::Succeeded;
+                entry.finished_at = Some(now());
+                entry.message = Some(message.clone());
+            }
+            if let Some(condition) = stage.condition {
+                set_condition(
+                    &mut job.status.conditions,
+                    DesiredCondition::truthy(
+                        condition,
+                        reasons::SUCCEEDED,
+                        message.clone(),
+                        job.ct.metadata.generation,
+                    ),
+                    &now(),
+                );
+            }
+            job.save().await?;
+            job.event(EventType::Normal, "StageSucceeded", stage.action, format!("{name} succeeded: {message}")).await;
+            Ok(())
+        }
+        Err(error) if error.is_transient() => {
+            let message = format!("{name}: {error} (retrying)");
+            job.status.message = Some(message.clone());
+            if let Some(entry) = job.status.stage_mut(name) {
+                entry.message = Some(error.to_string());
+            }
+            job.save().await?;
+            job.event(EventType::Warning, "StageRetrying", stage.action, message).await;
+            Err(error)
+        }
+        Err(error) => {
+            fail(job, stage, &error).await?;
+            Err(error)
+        }
+    }
+}
+
+async fn fail(job: &mut Job<'_>, stage: &Stage, error: &Error) -> Result<(), Error> {
+    let name = stage.name;
+    let message = format!("{name} failed: {error}");
+    if let Some(entry) = job.status.stage_mut(name) {
+        entry.state = StageState::Failed;
+        entry.finished_at = Some(now());
+        entry.message = Some(error.to_string());
+    }
+    job.status.phase = Some(Phase::Error);
+    job.status.message = Some(message.clone());
+    job.status.task_ref = None;
+    job.status.observed_generation = job.ct.metadata.generation;
+    let at = now();
+    let generation = job.ct.metadata.generation;
+    if let Some(condition) = stage.condition {
+        set_condition(
+            &mut job.status.conditions,
+            DesiredCondition::falsy(condition, error.reason(), message.clone(), generation),
+            &at,
+        );
+    }
+    set_condition(
+        &mut job.status.conditions,
+        DesiredCondition::falsy(types::READY, error.reason(), message.clone(), generation),
+        &at,
+    );
+    job.save().await?;
+    job.event(EventType::Warning, "StageFailed", stage.action, message.clone()).await;
+    job.publish(ProgressEvent::error(&job.identity(), name.as_str(), job.last_percent as u8, &message)).await;
+    job.ctx.metrics.reconcile_failure(error.reason());
+    Ok(())
+}
+
+async fn finish_ready(job: &mut Job<'_>) -> Result<(), Error> {
+    let vmid = job.status.vmid.unwrap_or_default();
+    let message = "Container ready".to_string();
+    job.last_percent = 100;
+    job.status.phase = Some(Phase::Ready);
+    job.status.progress = Some(100);
+    job.status.message = Some(message.clone());
+    job.status.task_ref = None;
+    job.status.observed_generation = job.ct.metadata.generation;
+    set_condition(
+        &mut job.status.conditions,
+        DesiredCondition::truthy(
+            types::READY,
+            reasons::SUCCEEDED,
+            format!("CT {vmid} is ready"),
+            job.ct.metadata.generation,
+        ),
+        &now(),
+    );
+    job.save().await?;
+    let action = stages::stage(StageName::Finalizing).action;
+    job.event(EventType::Normal, "Ready", action, format!("CT {vmid} is ready")).await;
+    job.publish(ProgressEvent::complete(&job.identity(), &message)).await;
+    Ok(())
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}

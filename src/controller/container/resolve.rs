@@ -1,0 +1,68 @@
+//! Reads what a Container refers to: its ProxmoxNode (and the node's token
+//! Secret) and its ContainerTemplate. A missing reference is waited for, not
+//! an Error: it may be applied a moment later by the same `kubectl apply`.
+
+use kube::api::Api;
+use kube::ResourceExt;
+
+use crate::controller::node::proxmox_client;
+use crate::controller::Context;
+use crate::crd::{Container, ContainerTemplate, ContainerTemplateSpec, Phase, ProxmoxNode};
+use crate::error::Error;
+use crate::{k8s, proxmox};
+
+/// What a Container's references resolve to.
+pub(crate) struct Inputs {
+    pub pve: proxmox::Client,
+    /// The node's name in Proxmox API paths.
+    pub node_name: String,
+    /// Namespace-scoped key of the ProxmoxNode, for the per-node limit.
+    pub node_key: String,
+    pub max_operations: usize,
+    pub template: Option<(String, ContainerTemplateSpec)>,
+}
+
+pub(crate) async fn resolve(ct: &Container, ctx: &Context) -> Result<Inputs, Error> {
+    let namespace = ct.namespace().unwrap_or_default();
+    let nodes: Api<ProxmoxNode> = Api::namespaced(ctx.client.clone(), &namespace);
+    let node_name = &ct.spec.node_ref.name;
+    let node = nodes
+        .get_opt(node_name)
+        .await?
+        .ok_or_else(|| Error::transient(format!("waiting for ProxmoxNode {node_name}")))?;
+    let pve = proxmox_client(&node, &namespace, ctx).await?;
+    let template = match &ct.spec.template_ref {
+        Some(r) => {
+            let templates: Api<ContainerTemplate> = Api::namespaced(ctx.client.clone(), &namespace);
+            let template = templates
+                .get_opt(&r.name)
+                .await?
+                .ok_or_else(|| Error::transient(format!("waiting for ContainerTemplate {}", r.name)))?;
+            Some((r.name.clone(), template.spec))
+        }
+        None => None,
+    };
+    Ok(Inputs {
+        pve,
+        node_name: node.spec.node_name.clone(),
+        node_key: format!("{namespace}/{node_name}"),
+        max_operations: node.spec.max_concurrent_operations.max(1) as usize,
+        template,
+    })
+}
+
+/// Shows why a Container cannot start yet (a reference not there yet, an
+/// unusable token Secret) in its status, keeping everything else.
+pub(crate) async fn report_unresolved(ct: &Container, ctx: &Context, error: &Error) {
+    let mut status = ct.status.clone().unwrap_or_default();
+    let message = error.to_string();
+    if status.message.as_deref() == Some(message.as_str()) {
+        return;
+    }
+    status.phase.get_or_insert(Phase::Pending);
+    status.message = Some(message);
+    let api: Api<Container> = Api::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
+    if let Err(error) = k8s::apply_status(&api, &ct.name_any(), &status).await {
+        tracing::warn!(%error, "could not record why the Container waits");
+    }
+}

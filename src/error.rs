@@ -1,0 +1,133 @@
+//! The controller's one error type. Whether a failure is worth another
+//! attempt (transient) or ends the generation in phase Error (permanent) is
+//! decided here, once, for every edge: Proxmox, SSH, the layout, Kubernetes.
+
+use kube::runtime::finalizer;
+
+use crate::crd::conditions::reasons;
+use crate::layout::LayoutError;
+use crate::proxmox;
+use crate::ssh::SshError;
+
+/// Why a reconcile stopped short. Transient failures are retried with
+/// backoff; permanent ones end the generation in phase Error with `reason`
+/// as the condition reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{message}")]
+    Transient { message: String },
+    #[error("{message}")]
+    Permanent { reason: &'static str, message: String },
+}
+
+impl Error {
+    pub fn permanent(reason: &'static str, message: impl Into<String>) -> Self {
+        Error::Permanent { reason, message: message.into() }
+    }
+
+    pub fn transient(message: impl Into<String>) -> Self {
+        Error::Transient { message: message.into() }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Transient { .. })
+    }
+
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Transient { .. } => reasons::IN_PROGRESS,
+            Error::Permanent { reason, .. } => reason,
+        }
+    }
+
+    /// The `reason` label of `infrahaus_reconcile_failures_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Transient { .. } => "transient",
+            Error::Permanent { reason, .. } => reason,
+        }
+    }
+}
+
+impl From<proxmox::Error> for Error {
+    fn from(error: proxmox::Error) -> Self {
+        let message = error.to_string();
+        if error.is_transient() {
+            Error::Transient { message }
+        } else if matches!(error, proxmox::Error::TaskFailed { .. }) {
+            Error::Permanent { reason: reasons::TASK_FAILED, message }
+        } else {
+            Error::Permanent { reason: reasons::INVALID_PARAMETERS, message }
+        }
+    }
+}
+
+impl From<SshError> for Error {
+    fn from(error: SshError) -> Self {
+        let message = error.to_string();
+        match &error {
+            SshError::HostKeyMismatch { .. } => Error::Permanent { reason: reasons::HOST_KEY_MISMATCH, message },
+            // Giving up on a container that never answered is worth another
+            // attempt later rather than a final Error.
+            SshError::GaveUp { .. } => Error::Transient { message },
+            _ if error.is_transient() => Error::Transient { message },
+            _ => Error::Permanent { reason: reasons::FAILED, message },
+        }
+    }
+}
+
+/// A template that cannot be laid out (a bad script name, package or mode)
+/// stays bad until the template changes.
+impl From<LayoutError> for Error {
+    fn from(error: LayoutError) -> Self {
+        Error::Permanent { reason: reasons::INVALID_PARAMETERS, message: error.to_string() }
+    }
+}
+
+impl From<kube::Error> for Error {
+    fn from(error: kube::Error) -> Self {
+        Error::Transient { message: format!("Kubernetes API: {error}") }
+    }
+}
+
+/// The finalizer helper's own failures (adding or removing the finalizer)
+/// are API calls worth repeating; the failures of apply and cleanup are
+/// passed through as they are.
+impl From<finalizer::Error<Error>> for Error {
+    fn from(error: finalizer::Error<Error>) -> Self {
+        match error {
+            finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
+            other => Error::Transient { message: format!("finalizer: {other}") },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_and_permanent_errors_have_their_labels() {
+        let cases = [
+            (Error::transient("node busy"), true, reasons::IN_PROGRESS, "transient"),
+            (
+                Error::permanent(reasons::SCRIPT_FAILED, "script failed"),
+                false,
+                reasons::SCRIPT_FAILED,
+                reasons::SCRIPT_FAILED,
+            ),
+            (
+                Error::from(LayoutError::InvalidMode("9".into())),
+                false,
+                reasons::INVALID_PARAMETERS,
+                "InvalidParameters",
+            ),
+        ];
+        for (error, transient, reason, label) in cases {
+            assert_eq!(error.is_transient(), transient, "{error}");
+            assert_eq!(error.reason(), reason, "{error}");
+            assert_eq!(error.metric_label(), label, "{error}");
+        }
+    }
+}
