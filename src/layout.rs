@@ -8,12 +8,9 @@ use crate::ssh::shell_quote;
 pub const CONFIG_ENV_PATH: &str = "/etc/config-manager/config.env";
 pub const CONFIG_SYNC_PATH: &str = "/usr/local/bin/config-sync.sh";
 pub const UNIT_PATH: &str = "/etc/systemd/system/config-manager.service";
-pub const UNIT_NAME: &str = "config-manager.service";
 pub const CREDENTIALS_DIR: &str = "/etc/infrahaus/credentials";
 pub const SCRIPT_DIR: &str = "/tmp/infrahaus";
 pub const SCRIPT_MODE: u32 = 0o755;
-/// Mode of template files that do not name one.
-pub const DEFAULT_FILE_MODE: u32 = 0o644;
 
 /// Runs config-sync during Sync. `sh`, not `bash`: the script is POSIX so that
 /// containers without bash (Alpine) can run it too.
@@ -21,119 +18,18 @@ pub const SYNC_COMMAND: &str = "/bin/sh /usr/local/bin/config-sync.sh";
 
 /// Creates the directories the layout needs that no uploaded file creates, with
 /// modes that keep credentials and staged scripts private to root.
-pub const PREPARE_COMMAND: &str = "mkdir -p /etc/config-manager /etc/infrahaus/credentials /tmp/infrahaus \
-     && chmod 0700 /etc/infrahaus/credentials /tmp/infrahaus";
+pub const PREPARE_COMMAND: &str = include_str!("layout/prepare.sh").trim_ascii_end();
 
 /// Enables the boot-time unit where systemd runs; elsewhere config-sync only runs
 /// when the controller invokes it.
-pub const ACTIVATE_COMMAND: &str = "if [ -d /run/systemd/system ]; then \
-     systemctl daemon-reload && systemctl enable config-manager.service; \
-     else echo 'config-manager: systemd is not running, boot-time sync not enabled'; fi";
+pub const ACTIVATE_COMMAND: &str = include_str!("layout/activate.sh").trim_ascii_end();
 
 /// Installs the declared packages that are missing. It reads everything it needs
 /// from config.env, so the script itself never changes between containers.
-pub const CONFIG_SYNC_SCRIPT: &str = r#"#!/bin/sh
-# Installs the packages declared for this container that are not installed yet.
-# Managed by infrahaus-operator: runs at boot (config-manager.service) and during Sync.
-# Safe to repeat: packages already present are recognised without network access.
-set -eu
-# Package names are split on spaces below and must never be glob-expanded.
-set -f
+pub const CONFIG_SYNC_SCRIPT: &str = include_str!("layout/config-sync.sh");
 
-CONFIG="${CONFIG_MANAGER_ENV:-/etc/config-manager/config.env}"
-
-log() {
-    printf 'config-sync: %s\n' "$*"
-}
-
-if [ ! -r "$CONFIG" ]; then
-    log "cannot read $CONFIG"
-    exit 1
-fi
-. "$CONFIG"
-
-detect_package_manager() {
-    for candidate in apt-get apk dnf yum; do
-        if command -v "$candidate" >/dev/null 2>&1; then
-            echo "$candidate"
-            return 0
-        fi
-    done
-    return 1
-}
-
-is_installed() {
-    case "$1" in
-        apt-get) [ "$(dpkg-query -W -f='${Status}' "$2" 2>/dev/null)" = "install ok installed" ] ;;
-        apk) apk info -e "$2" >/dev/null 2>&1 ;;
-        dnf | yum) rpm -q "$2" >/dev/null 2>&1 ;;
-        *) return 1 ;;
-    esac
-}
-
-install_packages() {
-    manager=$1
-    shift
-    case "$manager" in
-        apt-get)
-            export DEBIAN_FRONTEND=noninteractive
-            # Waits for unattended-upgrades at boot instead of failing on the lock.
-            apt-get -o DPkg::Lock::Timeout=300 update -q
-            apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "$@"
-            ;;
-        apk) apk add --no-cache "$@" ;;
-        dnf) dnf install -y "$@" ;;
-        yum) yum install -y "$@" ;;
-    esac
-}
-
-log "container $CONTAINER_NAMESPACE/$CONTAINER_NAME (vmid $CONTAINER_VMID, template ${TEMPLATE_NAME:-none})"
-
-if [ -z "$PACKAGES" ]; then
-    log "no packages declared"
-    exit 0
-fi
-
-if ! manager=$(detect_package_manager); then
-    log "no supported package manager found (apt-get, apk, dnf, yum)"
-    exit 1
-fi
-log "package manager: $manager"
-
-missing=""
-for package in $PACKAGES; do
-    if is_installed "$manager" "$package"; then
-        log "already installed: $package"
-    else
-        missing="$missing $package"
-    fi
-done
-
-if [ -z "$missing" ]; then
-    log "all declared packages are installed"
-    exit 0
-fi
-
-log "installing:$missing"
-# Word splitting of $missing is intended: one argument per package.
-install_packages "$manager" $missing
-log "installed:$missing"
-"#;
-
-pub const UNIT_FILE: &str = "\
-[Unit]
-Description=infrahaus config-manager: install the packages declared for this container
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-Type=oneshot
-ExecStart=/bin/sh /usr/local/bin/config-sync.sh
-RemainAfterExit=yes
-
-[Install]
-WantedBy=multi-user.target
-";
+/// Runs config-sync.sh once at boot.
+pub const UNIT_FILE: &str = include_str!("layout/config-manager.service");
 
 /// What the layout needs to know about a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -444,6 +340,25 @@ mod tests {
                 assert!(output.status.success(), "{shell} -n {what}: {output:?}");
             }
         }
+    }
+
+    /// Every shell file of the layout passes shellcheck as POSIX sh (hack/deps
+    /// installs shellcheck).
+    #[test]
+    fn layout_shell_passes_shellcheck() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/layout");
+        let files: Vec<_> = std::fs::read_dir(dir)
+            .expect("read the layout directory")
+            .map(|entry| entry.expect("directory entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "sh"))
+            .collect();
+        assert_eq!(files.len(), 3, "{files:?}");
+        let output = Command::new("shellcheck")
+            .args(["--shell=sh", "--severity=style"])
+            .args(&files)
+            .output()
+            .expect("run shellcheck (installed by hack/deps)");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
     }
 
     /// Runs config-sync.sh on this machine against a config.env in a temp dir.

@@ -65,11 +65,6 @@ impl LeaderElectionConfig {
         }
     }
 
-    /// The defaults in the controller's own namespace (see [`controller_namespace`]).
-    pub fn for_client(client: &Client) -> Self {
-        Self::new(controller_namespace(client))
-    }
-
     fn params(&self) -> Result<LeaseParams, LeaderError> {
         let duration = self.lease_duration.as_secs();
         let renew = self.renew_interval.as_secs();
@@ -85,15 +80,6 @@ impl LeaderElectionConfig {
         // renew interval is the duration minus the grace.
         Ok(LeaseParams::new(self.identity.clone(), duration, duration - renew))
     }
-}
-
-/// The namespace the controller runs in: `POD_NAMESPACE` (set from the
-/// downward API in the Helm chart), else the kubeconfig's namespace.
-pub fn controller_namespace(client: &Client) -> String {
-    std::env::var("POD_NAMESPACE")
-        .ok()
-        .filter(|namespace| !namespace.is_empty())
-        .unwrap_or_else(|| client.default_namespace().to_owned())
 }
 
 /// `<hostname>-<pid>`: the pod name in a cluster, and still unique for
@@ -155,10 +141,6 @@ impl LeaderElector {
         let params = config.params()?;
         let manager = new_manager(&client, &config, &params).await?;
         Ok(Self { client, config, params, manager })
-    }
-
-    pub fn config(&self) -> &LeaderElectionConfig {
-        &self.config
     }
 
     /// Waits for the Lease, then runs the future built by `controller` while
@@ -340,7 +322,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_follow_the_contract() {
+    fn defaults_are_the_documented_ones() {
         let config = LeaderElectionConfig::new("infrahaus-system");
         assert_eq!(config.lease_name, "infrahaus-operator-leader");
         assert_eq!(config.lease_duration, Duration::from_secs(15));

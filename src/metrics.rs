@@ -182,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn counters_appear_with_their_contract_names() {
+    fn counters_appear_with_their_published_names() {
         let metrics = Metrics::new();
         metrics.reconcile();
         metrics.reconcile();

@@ -1,5 +1,5 @@
 //! Progress events mirrored to Redis: Pub/Sub for live watchers and a capped
-//! stream for late subscribers (contract section 3).
+//! stream for late subscribers.
 //!
 //! Redis is optional and never on the critical path: a publish waits at most
 //! a short timeout, and after a failure publishing is skipped for a growing
@@ -63,7 +63,8 @@ pub enum LogStream {
     Stderr,
 }
 
-/// One progress event, serialised as the contract's JSON object.
+/// One progress event, serialised as the JSON object dashboards read from
+/// Pub/Sub and the stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgressEvent {
     #[serde(rename = "type")]
@@ -83,8 +84,8 @@ pub struct ProgressEvent {
     pub script: Option<String>,
 }
 
-/// The contract fixes the timestamp format: RFC 3339 in UTC with
-/// milliseconds and a `Z`, as JavaScript's `toISOString` prints it.
+/// Timestamps are RFC 3339 in UTC with milliseconds and a `Z`, as
+/// JavaScript's `toISOString` prints them, so dashboards parse them as is.
 fn serialize_millis<S: Serializer>(timestamp: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&timestamp.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
@@ -146,11 +147,6 @@ impl ProgressEvent {
 
     pub fn with_vmid(mut self, vmid: Option<i64>) -> Self {
         self.vmid = vmid;
-        self
-    }
-
-    pub fn with_timestamp(mut self, timestamp: DateTime<Utc>) -> Self {
-        self.timestamp = timestamp;
         self
     }
 
@@ -412,7 +408,7 @@ mod tests {
     }
 
     #[test]
-    fn names_follow_the_contract() {
+    fn channel_and_stream_names() {
         assert_eq!(progress_channel("default", "web-1"), "container:default/web-1:progress");
         assert_eq!(events_stream("team-a", "db"), "container:team-a/db:events");
         let event = ProgressEvent::step(&web_1(), "creating", 5, "");
@@ -421,7 +417,7 @@ mod tests {
     }
 
     #[test]
-    fn events_serialise_to_the_contract_shape() {
+    fn events_serialise_to_the_published_shape() {
         let container = json!({"namespace": "default", "name": "web-1", "uid": "6f1c"});
         let cases = [
             (
@@ -456,7 +452,7 @@ mod tests {
         ];
         for (event, expected) in cases {
             let json: serde_json::Value =
-                serde_json::from_str(&event.with_timestamp(at_ten()).to_json()).expect("valid JSON");
+                serde_json::from_str(&ProgressEvent { timestamp: at_ten(), ..event }.to_json()).expect("valid JSON");
             assert_eq!(json, expected);
         }
     }
@@ -464,15 +460,16 @@ mod tests {
     #[test]
     fn timestamps_have_milliseconds_and_z() {
         let timestamp = at_ten() + chrono::Duration::microseconds(123_456);
-        let event = ProgressEvent::step(&web_1(), "starting", 25, "").with_timestamp(timestamp);
+        let event = ProgressEvent { timestamp, ..ProgressEvent::step(&web_1(), "starting", 25, "") };
         assert!(event.to_json().contains(r#""timestamp":"2026-11-22T10:00:00.123Z""#), "{}", event.to_json());
     }
 
     #[test]
     fn events_read_back_unchanged() {
-        let event = ProgressEvent::log(&web_1(), "syncing", 80, LogStream::Stdout, "a.sh", "line")
-            .with_vmid(Some(7))
-            .with_timestamp(at_ten());
+        let event = ProgressEvent {
+            timestamp: at_ten(),
+            ..ProgressEvent::log(&web_1(), "syncing", 80, LogStream::Stdout, "a.sh", "line").with_vmid(Some(7))
+        };
         let read: ProgressEvent = serde_json::from_str(&event.to_json()).expect("parses");
         assert_eq!(read, event);
     }

@@ -62,10 +62,6 @@ impl Shutdown {
         self.sender.send_replace(true);
     }
 
-    pub fn is_triggered(&self) -> bool {
-        *self.receiver.borrow()
-    }
-
     /// Resolves once shutdown is triggered (at once if it already was).
     /// `Send + Sync + 'static`, as kube-runtime's `graceful_shutdown_on` needs.
     pub fn wait(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
@@ -90,7 +86,7 @@ mod tests {
         let shutdown = Shutdown::new();
         let waiter = tokio::spawn(shutdown.clone().wait());
         let late = shutdown.clone();
-        assert!(!late.is_triggered());
+        assert!(!*late.receiver.borrow());
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished());
         shutdown.trigger();
@@ -98,7 +94,7 @@ mod tests {
             .await
             .expect("the waiter wakes up")
             .expect("the waiter does not panic");
-        assert!(late.is_triggered());
+        assert!(*late.receiver.borrow());
         tokio::time::timeout(Duration::from_secs(1), late.wait())
             .await
             .expect("waiting after the trigger returns at once");

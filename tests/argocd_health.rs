@@ -157,6 +157,19 @@ fn a_spec_change_not_yet_observed_is_progressing() {
 }
 
 #[test]
+fn a_retry_not_yet_acted_on_is_progressing() {
+    let failed = json!({"phase": "Error", "message": "creating failed", "observedGeneration": 2, "lastAppliedRetry": "1"});
+    let mut object = container(Some(failed));
+    object["metadata"]["annotations"] = json!({"infrahaus.io/retry": "2"});
+    let (status, message) = health(&object);
+    assert_eq!(status, "Progressing");
+    assert!(message.contains("retry 2"), "{message}");
+
+    object["metadata"]["annotations"] = json!({"infrahaus.io/retry": "1"});
+    assert_eq!(health(&object).0, "Degraded", "a retry already acted on leaves the Error final");
+}
+
+#[test]
 fn the_argocd_cm_patch_embeds_the_script_unchanged() {
     let patch_text = std::fs::read_to_string(chart_dir().join("argocd/argocd-cm-patch.yaml")).expect("read the patch");
     let patch: Value = serde_yaml::from_str(&patch_text).expect("the patch is YAML");

@@ -2,9 +2,9 @@
 //! pve-sim. Prints figures (wall time to all Ready, per-stage durations, the
 //! controller's memory); asserts only that everything became Ready.
 //!
-//! Run with `hack/bench` (or `cargo test -p infrahaus-operator --test bench -- --ignored --nocapture`).
+//! Run with `hack/bench` (or `cargo test -p infrahaus-operator --test integration -- --ignored --nocapture bench::`).
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

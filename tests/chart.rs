@@ -5,7 +5,7 @@
 //! deletes it again, cluster-wide and in a single namespace with leader
 //! election.
 
-mod support;
+use crate::support;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

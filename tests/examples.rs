@@ -2,7 +2,7 @@
 //! scripts are valid bash, their addresses obey the loopback rule, and the
 //! API server accepts every one of them (server-side dry-run).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! outage, deletion in every phase, a foreign guest at the vmid, and a host
 //! key that changes.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

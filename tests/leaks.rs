@@ -2,7 +2,7 @@
 //! and JSON), the Events, the Container and its Redis events hold no
 //! password, token, private key or credential value.
 
-mod support;
+use crate::support;
 
 use infrahaus_operator::crd::{Container, Phase};
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};

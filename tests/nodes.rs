@@ -1,7 +1,7 @@
 //! ProxmoxNode status: reachable with an accepted token is Ready with the
 //! version; a rejected token or a wrong certificate pin says why not.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The five-stage pipeline against the real parts: kube-apiserver, Redis,
 //! pve-sim with real containers, and the controller as a process.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

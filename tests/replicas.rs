@@ -2,7 +2,7 @@
 //! holder works, each Container gets exactly one `vzcreate`, and when the
 //! leader is killed mid-work the other replica finishes.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

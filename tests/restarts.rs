@@ -3,7 +3,7 @@
 //! create task is waited on rather than issued again, and stages that
 //! succeeded are not run again.
 
-mod support;
+use crate::support;
 
 use infrahaus_operator::crd::{Container, Phase, StageName, StageState};
 use k8s_openapi::api::core::v1::Event;

@@ -2,7 +2,7 @@
 //! Container through its stages while the watch command follows it, from
 //! Redis or from the Container's status.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Output};
 

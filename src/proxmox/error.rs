@@ -103,15 +103,6 @@ pub enum Error {
         /// How long it was waited on.
         waited: Duration,
     },
-
-    /// No free vmid was found in the given number of attempts.
-    #[error("no free vmid on {node} after {attempts} attempts")]
-    VmidExhausted {
-        /// Node name.
-        node: String,
-        /// Attempts made.
-        attempts: u32,
-    },
 }
 
 fn render_api_message(message: &str, errors: &BTreeMap<String, String>) -> String {
@@ -153,8 +144,7 @@ impl Error {
             | Error::Build(_)
             | Error::Tls { .. }
             | Error::Decode { .. }
-            | Error::TaskFailed { .. }
-            | Error::VmidExhausted { .. } => false,
+            | Error::TaskFailed { .. } => false,
         }
     }
 
@@ -223,7 +213,6 @@ impl Error {
             Error::TaskFailed { .. } => "task_failed",
             Error::TaskTimeout { .. } => "task_timeout",
             Error::StillLocked { .. } => "locked",
-            Error::VmidExhausted { .. } => "vmid_exhausted",
         }
     }
 

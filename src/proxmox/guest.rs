@@ -105,11 +105,6 @@ pub fn is_owned_by(description: Option<&str>, uid: &str) -> bool {
     description.and_then(marker_uid) == Some(uid)
 }
 
-/// Splits a Proxmox tag string; Proxmox accepts `;`, `,` and spaces between tags.
-pub fn parse_tags(tags: &str) -> Vec<String> {
-    tags.split([';', ',', ' ']).map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect()
-}
-
 /// The `tags` parameter: [`MANAGED_TAG`] first, then the user's tags in order,
 /// without duplicates.
 pub fn render_tags(user_tags: &[String]) -> String {
@@ -120,11 +115,6 @@ pub fn render_tags(user_tags: &[String]) -> String {
         }
     }
     tags.join(";")
-}
-
-/// Whether a tag string carries [`MANAGED_TAG`].
-pub fn has_managed_tag(tags: Option<&str>) -> bool {
-    tags.map(parse_tags).is_some_and(|t| t.iter().any(|t| t == MANAGED_TAG))
 }
 
 #[cfg(test)]
@@ -236,16 +226,6 @@ mod tests {
         for (user, expected) in cases {
             let user: Vec<String> = user.iter().map(|s| s.to_string()).collect();
             assert_eq!(render_tags(&user), expected, "{user:?}");
-        }
-        assert_eq!(parse_tags("infrahaus;web, db  x"), vec!["infrahaus", "web", "db", "x"]);
-        for (tags, expected) in [
-            (Some("infrahaus;web"), true),
-            (Some("web,infrahaus"), true),
-            (Some("infrahaus-dev"), false),
-            (Some(""), false),
-            (None, false),
-        ] {
-            assert_eq!(has_managed_tag(tags), expected, "{tags:?}");
         }
     }
 }

@@ -213,26 +213,6 @@ impl LxcStatus {
     }
 }
 
-/// One entry of `GET /nodes/{node}/lxc`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-pub struct LxcSummary {
-    /// Guest id.
-    #[serde(deserialize_with = "de::u32_any")]
-    pub vmid: u32,
-    /// Hostname.
-    #[serde(default, deserialize_with = "de::opt_string")]
-    pub name: Option<String>,
-    /// `running` or `stopped`.
-    #[serde(default)]
-    pub status: Option<String>,
-    /// Lock held, if any.
-    #[serde(default)]
-    pub lock: Option<String>,
-    /// Tags, `;`-separated.
-    #[serde(default, deserialize_with = "de::opt_string")]
-    pub tags: Option<String>,
-}
-
 /// One interface of `GET /nodes/{node}/lxc/{vmid}/interfaces`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 pub struct Iface {
@@ -288,34 +268,6 @@ impl Client {
         self.data(Method::POST, ApiPath::new("/nodes/{node}/lxc", &[node]), params.form()).await
     }
 
-    /// Creates a guest with a fresh vmid: asks `/cluster/nextid`, creates, and on
-    /// "already exists" (someone else took the id in between) asks again, up to
-    /// `attempts` times. `params.vmid` is ignored. Returns the vmid used and the task.
-    pub async fn create_lxc_with_next_id(
-        &self,
-        node: &str,
-        params: &CreateLxcParams,
-        attempts: u32,
-    ) -> Result<(u32, Upid), Error> {
-        for _ in 0..attempts {
-            let vmid = self.next_id().await?;
-            let params = CreateLxcParams { vmid, ..params.clone() };
-            match self.create_lxc(node, &params).await {
-                Ok(upid) => return Ok((vmid, upid)),
-                Err(e) if e.is_already_exists() => {
-                    tracing::debug!(vmid, node, "vmid taken meanwhile; asking for the next one");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::VmidExhausted { node: node.to_string(), attempts })
-    }
-
-    /// `GET /nodes/{node}/lxc`.
-    pub async fn list_lxc(&self, node: &str) -> Result<Vec<LxcSummary>, Error> {
-        self.data(Method::GET, ApiPath::new("/nodes/{node}/lxc", &[node]), vec![]).await
-    }
-
     /// `GET /nodes/{node}/lxc/{vmid}/config`.
     pub async fn lxc_config(&self, node: &str, vmid: u32) -> Result<LxcConfig, Error> {
         let vmid = vmid.to_string();
@@ -350,24 +302,6 @@ impl Client {
         let vmid = vmid.to_string();
         let path = ApiPath::new("/nodes/{node}/lxc/{vmid}/status/stop", &[node, &vmid]);
         self.data(Method::POST, path, vec![]).await
-    }
-
-    /// `POST /nodes/{node}/lxc/{vmid}/status/shutdown`: clean shutdown, stopped hard
-    /// after `timeout` when `force_stop`.
-    pub async fn shutdown_lxc(
-        &self,
-        node: &str,
-        vmid: u32,
-        timeout: Option<Duration>,
-        force_stop: bool,
-    ) -> Result<Upid, Error> {
-        let vmid = vmid.to_string();
-        let path = ApiPath::new("/nodes/{node}/lxc/{vmid}/status/shutdown", &[node, &vmid]);
-        let mut params: Params = vec![("forceStop", flag(force_stop))];
-        if let Some(timeout) = timeout {
-            params.push(("timeout", timeout.as_secs().to_string()));
-        }
-        self.data(Method::POST, path, params).await
     }
 
     /// `GET /nodes/{node}/lxc/{vmid}/interfaces`; `None` while the guest is not running.
@@ -520,11 +454,5 @@ mod tests {
         assert!(status.is_running());
         assert_eq!(status.vmid, Some(120));
         assert_eq!(status.lock.as_deref(), Some("backup"));
-
-        let list: Vec<LxcSummary> = serde_json::from_str(
-            r#"[{"vmid":120,"name":"web-1","status":"stopped","tags":"infrahaus"},{"vmid":"121"}]"#,
-        )
-        .expect("parses");
-        assert_eq!(list[1].vmid, 121);
     }
 }

@@ -30,11 +30,6 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// No retries at all.
-    pub fn none() -> Self {
-        Self { initial: Duration::ZERO, max_delay: Duration::ZERO, max_elapsed: Duration::ZERO }
-    }
-
     /// The delay after the `attempt`-th failure (0-based).
     pub fn delay(&self, attempt: u32) -> Duration {
         let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
@@ -67,15 +62,6 @@ where
     }
 }
 
-/// [`retry`] for every transient error.
-pub async fn retry_transient<T, F, Fut>(backoff: &Backoff, op: F) -> Result<T, Error>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
-{
-    retry(backoff, Error::is_transient, op).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,7 +91,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_transient_errors_until_success() {
         let calls = AtomicU32::new(0);
-        let result = retry_transient(&backoff(), || async {
+        let result = retry(&backoff(), Error::is_transient, || async {
             match calls.fetch_add(1, Ordering::SeqCst) {
                 0 => Err(api(500, "can't lock file '/run/lock/lxc/pve-config-120.lock' - got timeout")),
                 1 => Err(api(596, "Connection timed out")),
@@ -120,12 +106,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn permanent_errors_are_returned_at_once() {
         let calls = AtomicU32::new(0);
-        let result: Result<(), _> = retry_transient(&backoff(), || async {
+        let result: Result<(), _> = retry(&backoff(), Error::is_transient, || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Err(api(400, "Parameter verification failed."))
         })
         .await;
-        assert_eq!(result.expect_err("fails").status(), Some(400));
+        assert!(matches!(result.expect_err("fails"), Error::Api { status: 400, .. }));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
@@ -133,7 +119,7 @@ mod tests {
     async fn gives_up_after_max_elapsed() {
         let calls = AtomicU32::new(0);
         let started = Instant::now();
-        let result: Result<(), _> = retry_transient(&backoff(), || async {
+        let result: Result<(), _> = retry(&backoff(), Error::is_transient, || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Err(api(503, "Service Unavailable"))
         })

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 pub use error::SshError;
 pub use host_key::HostKeyCheck;
-pub use keys::{fingerprint, fingerprint_of_public_key_line, SshKeyPair};
+pub use keys::{fingerprint, SshKeyPair};
 pub use quote::shell_quote;
 pub use session::{upload_command, ExitStatus, Output, SshSession, Stream};
 

@@ -26,16 +26,6 @@ pub enum Stream {
     Stderr,
 }
 
-impl Stream {
-    /// `stdout` or `stderr`, the names used in log events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-}
-
 /// How a remote command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitStatus {
@@ -99,10 +89,6 @@ impl fmt::Debug for SshSession {
 impl SshSession {
     pub(super) fn new(handle: Handle<ClientHandler>, addr: SocketAddr, host_key_fingerprint: String) -> Self {
         Self { handle, addr, host_key_fingerprint }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     /// `SHA256:...` of the host key the server presented, to pin after a first contact.

@@ -2,7 +2,6 @@
 //! test bed: CRDs installed once, a namespace per test, pve-sim, a
 //! ProxmoxNode pinned to its certificate, and the controller as a real
 //! process (so tests can kill and restart it).
-#![allow(dead_code)]
 
 pub mod fixtures;
 
@@ -96,15 +95,6 @@ impl World {
             bail!("kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(())
-    }
-
-    /// Applies and returns the API server's error text, for manifests that
-    /// must be rejected.
-    pub async fn apply_rejected(&self, object: Value) -> Result<String> {
-        match self.apply(object).await {
-            Ok(()) => bail!("the API server accepted a manifest it should have rejected"),
-            Err(error) => Ok(error.to_string()),
-        }
     }
 
     pub fn kubectl(&self, args: &[&str], file: Option<&PathBuf>) -> Result<std::process::Output> {

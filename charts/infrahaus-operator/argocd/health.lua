@@ -1,7 +1,9 @@
 -- Argo CD health check for infrahaus.io/Container.
 --   Healthy:     the Ready condition is True for the current generation.
---   Degraded:    phase Error (final for this generation; see status.message).
---   Progressing: everything else, a Container being deleted included.
+--   Degraded:    phase Error (final for this generation and retry value; see
+--                status.message).
+--   Progressing: everything else: a Container being deleted, a spec change or a
+--                retry annotation the controller has not acted on yet.
 local health = {}
 
 local function current(generation, observed)
@@ -29,6 +31,16 @@ end
 if not current(generation, status.observedGeneration) then
   health.status = "Progressing"
   health.message = "Waiting for the controller to act on generation " .. tostring(generation)
+  return health
+end
+
+local retry = nil
+if obj.metadata ~= nil and obj.metadata.annotations ~= nil then
+  retry = obj.metadata.annotations["infrahaus.io/retry"]
+end
+if retry ~= nil and retry ~= status.lastAppliedRetry then
+  health.status = "Progressing"
+  health.message = "Waiting for the controller to act on retry " .. tostring(retry)
   return health
 end
 

@@ -21,14 +21,14 @@ const MAX_BODY: usize = 1 << 20;
 
 /// Credentials pve-sim accepts: API tokens from the command line, user
 /// passwords for `POST /access/ticket`, and the tickets handed out since start.
-pub struct Auth {
-    pub tokens: HashMap<String, String>,
-    pub users: HashMap<String, String>,
+pub(crate) struct Auth {
+    tokens: HashMap<String, String>,
+    users: HashMap<String, String>,
     tickets: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl Auth {
-    pub fn new(tokens: HashMap<String, String>, users: HashMap<String, String>) -> Self {
+    pub(crate) fn new(tokens: HashMap<String, String>, users: HashMap<String, String>) -> Self {
         Self { tokens, users, tickets: Mutex::new(HashMap::new()) }
     }
 
@@ -98,13 +98,13 @@ fn percent_decode(input: &str) -> String {
 
 /// The endpoints pve-sim serves, by their schema path.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Route {
-    pub template: &'static str,
-    pub path_params: Vec<(&'static str, String)>,
+struct Route {
+    template: &'static str,
+    path_params: Vec<(&'static str, String)>,
 }
 
 /// Maps a path below `/api2/json` to its schema path and path parameters.
-pub fn route(path: &str) -> Option<Route> {
+fn route(path: &str) -> Option<Route> {
     let segments: Vec<String> = path.trim_matches('/').split('/').map(percent_decode).collect();
     let s: Vec<&str> = segments.iter().map(String::as_str).collect();
     let r = |template, params: &[(&'static str, &str)]| {
@@ -149,7 +149,7 @@ pub fn route(path: &str) -> Option<Route> {
 }
 
 /// Form or JSON body values as the strings PVE verifies.
-pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Params, String> {
+fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Params, String> {
     if body.is_empty() {
         return Ok(Params::new());
     }
@@ -208,7 +208,7 @@ fn ok(data: Value) -> Response<Full<Bytes>> {
     respond(StatusCode::OK, json!({"data": data}), None)
 }
 
-pub async fn handle(
+pub(crate) async fn handle(
     sim: Arc<Sim>,
     auth: Arc<Auth>,
     req: Request<Incoming>,

@@ -8,7 +8,7 @@ use base64::Engine;
 use crate::schema::{parse_boolean, parse_ipv4_cidr, Params};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ipv4Config {
+pub(crate) enum Ipv4Config {
     Dhcp,
     Manual,
     Static { addr: Ipv4Addr, prefix: u8 },
@@ -16,14 +16,14 @@ pub enum Ipv4Config {
 
 /// The parts of a `net[n]` value pve-sim acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetConfig {
-    pub name: String,
-    pub hwaddr: Option<String>,
-    pub ip: Option<Ipv4Config>,
+pub(crate) struct NetConfig {
+    pub(crate) name: String,
+    pub(crate) hwaddr: Option<String>,
+    pub(crate) ip: Option<Ipv4Config>,
 }
 
 /// Reads an already schema-checked `net[n]` property map.
-pub fn net_config(parsed: &Params) -> NetConfig {
+pub(crate) fn net_config(parsed: &Params) -> NetConfig {
     let ip = parsed.get("ip").and_then(|ip| match ip.as_str() {
         "dhcp" => Some(Ipv4Config::Dhcp),
         "manual" => Some(Ipv4Config::Manual),
@@ -38,7 +38,7 @@ pub fn net_config(parsed: &Params) -> NetConfig {
 
 /// pve-sim containers share the host's network namespace, so only loopback
 /// addresses keep their traffic on this machine.
-pub fn check_loopback_ip(config: &NetConfig) -> Result<(), String> {
+pub(crate) fn check_loopback_ip(config: &NetConfig) -> Result<(), String> {
     match &config.ip {
         Some(Ipv4Config::Static { addr, prefix }) if !addr.is_loopback() => Err(format!(
             "ip '{addr}/{prefix}' is outside 127.0.0.0/8: pve-sim only gives containers loopback addresses"
@@ -48,7 +48,7 @@ pub fn check_loopback_ip(config: &NetConfig) -> Result<(), String> {
 }
 
 /// Renders a property map the way PVE prints `net[n]` (name first, then sorted keys).
-pub fn render_property_string(parsed: &Params, first: &str) -> String {
+pub(crate) fn render_property_string(parsed: &Params, first: &str) -> String {
     let head = parsed.get(first).map(|v| format!("{first}={v}"));
     head.into_iter()
         .chain(parsed.iter().filter(|(k, _)| k.as_str() != first).map(|(k, v)| format!("{k}={v}")))
@@ -58,7 +58,7 @@ pub fn render_property_string(parsed: &Params, first: &str) -> String {
 
 /// Feature flags an API token may not set: through a token, PVE allows only
 /// `nesting` (`PVE::LXC::check_ct_modify_config_perm`).
-pub fn features_reserved_for_root(features: &Params) -> Vec<String> {
+pub(crate) fn features_reserved_for_root(features: &Params) -> Vec<String> {
     features
         .iter()
         .filter(|(key, value)| {
@@ -81,7 +81,7 @@ const SSH_KEY_TYPES: &[&str] = &[
 
 /// Checks each non-empty, non-comment line is an OpenSSH public key whose
 /// encoded blob names the same key type (what `ssh-keygen -l` checks for PVE).
-pub fn validate_ssh_public_keys(keys: &str) -> Result<(), String> {
+pub(crate) fn validate_ssh_public_keys(keys: &str) -> Result<(), String> {
     for line in keys.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let mut fields = line.split_whitespace();
         let key_type = fields.next().unwrap_or_default();
@@ -102,13 +102,13 @@ pub fn validate_ssh_public_keys(keys: &str) -> Result<(), String> {
 
 /// A loopback network handing out addresses for `ip=dhcp`.
 #[derive(Debug, Clone, Copy)]
-pub struct Ipv4Pool {
+pub(crate) struct Ipv4Pool {
     network: u32,
-    pub prefix: u8,
+    pub(crate) prefix: u8,
 }
 
 impl Ipv4Pool {
-    pub fn parse(cidr: &str) -> Result<Self, String> {
+    pub(crate) fn parse(cidr: &str) -> Result<Self, String> {
         let (addr, prefix) = parse_ipv4_cidr(cidr).ok_or_else(|| format!("'{cidr}' is not an IPv4 CIDR"))?;
         if !addr.is_loopback() || !(8..=30).contains(&prefix) {
             return Err(format!("ip pool '{cidr}' must be a /8../30 network inside 127.0.0.0/8"));
@@ -118,7 +118,7 @@ impl Ipv4Pool {
     }
 
     /// Leases start at the second host address; the first is left as the network's gateway.
-    pub fn next_free(&self, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+    pub(crate) fn next_free(&self, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
         let hosts = (1u32 << (32 - self.prefix)) - 1;
         (2..hosts).map(|i| Ipv4Addr::from(self.network + i)).find(|a| !used.contains(a))
     }

@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 /// Host key files generated at create, relative to the container's root.
-pub const HOST_KEYS: &[(&str, &str)] = &[
+pub(crate) const HOST_KEYS: &[(&str, &str)] = &[
     ("rsa", "etc/ssh/ssh_host_rsa_key"),
     ("ecdsa", "etc/ssh/ssh_host_ecdsa_key"),
     ("ed25519", "etc/ssh/ssh_host_ed25519_key"),
@@ -25,15 +25,15 @@ pub const HOST_KEYS: &[(&str, &str)] = &[
 
 #[derive(Parser, Debug)]
 #[command(name = "pve-sim ct-init")]
-pub struct CtInitArgs {
+pub(crate) struct CtInitArgs {
     /// The container's directory (with `upper/`, `work/` and `merged/`).
     #[arg(long)]
-    pub dir: PathBuf,
+    dir: PathBuf,
     #[arg(long)]
-    pub hostname: String,
+    hostname: String,
     /// Address sshd listens on; without it the container runs no sshd.
     #[arg(long)]
-    pub ip: Option<Ipv4Addr>,
+    ip: Option<Ipv4Addr>,
 }
 
 const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
@@ -70,7 +70,7 @@ fn check(ret: libc::c_int, what: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn run(args: CtInitArgs) -> i32 {
+pub(crate) fn run(args: CtInitArgs) -> i32 {
     let set = block_signals();
     // SAFETY: unshare and fork in a single-threaded process.
     if let Err(e) = check(unsafe { libc::unshare(libc::CLONE_NEWPID) }, "unshare(CLONE_NEWPID)") {

@@ -8,41 +8,41 @@ use regex::Regex;
 use serde::Deserialize;
 
 #[derive(Debug, Clone)]
-pub struct LatencyRule {
-    pub method: Option<String>,
-    pub path: Regex,
-    pub delay: Duration,
+pub(crate) struct LatencyRule {
+    method: Option<String>,
+    path: Regex,
+    delay: Duration,
 }
 
 #[derive(Debug, Clone)]
-pub struct FailRule {
-    pub method: Option<String>,
-    pub path: Regex,
-    pub remaining: u32,
-    pub status: u16,
-    pub message: String,
+pub(crate) struct FailRule {
+    method: Option<String>,
+    path: Regex,
+    remaining: u32,
+    status: u16,
+    message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskOutcome {
+pub(crate) enum TaskOutcome {
     Fail(String),
     Warnings(u32),
 }
 
 #[derive(Debug, Clone)]
-pub struct TaskRule {
-    pub task_type: String,
-    pub outcome: TaskOutcome,
-    pub remaining: u32,
+pub(crate) struct TaskRule {
+    task_type: String,
+    outcome: TaskOutcome,
+    remaining: u32,
 }
 
 #[derive(Debug, Default)]
-pub struct Faults {
-    pub latencies: Vec<LatencyRule>,
-    pub failures: Vec<FailRule>,
-    pub task_rules: Vec<TaskRule>,
-    pub durations: HashMap<String, Duration>,
-    pub default_duration: Duration,
+pub(crate) struct Faults {
+    pub(crate) latencies: Vec<LatencyRule>,
+    pub(crate) failures: Vec<FailRule>,
+    pub(crate) task_rules: Vec<TaskRule>,
+    pub(crate) durations: HashMap<String, Duration>,
+    pub(crate) default_duration: Duration,
 }
 
 fn method_matches(rule: &Option<String>, method: &str) -> bool {
@@ -51,7 +51,7 @@ fn method_matches(rule: &Option<String>, method: &str) -> bool {
 
 impl Faults {
     /// Total delay of all latency rules matching a request (path below `/api2/json`).
-    pub fn latency(&self, method: &str, path: &str) -> Duration {
+    pub(crate) fn latency(&self, method: &str, path: &str) -> Duration {
         self.latencies
             .iter()
             .filter(|r| method_matches(&r.method, method) && r.path.is_match(path))
@@ -60,7 +60,7 @@ impl Faults {
     }
 
     /// Consumes one use of the first failure rule matching a request.
-    pub fn take_failure(&mut self, method: &str, path: &str) -> Option<(u16, String)> {
+    pub(crate) fn take_failure(&mut self, method: &str, path: &str) -> Option<(u16, String)> {
         let rule = self
             .failures
             .iter_mut()
@@ -72,7 +72,7 @@ impl Faults {
     }
 
     /// Consumes the outcome planned for the next task of this type, if any.
-    pub fn take_task_outcome(&mut self, task_type: &str) -> Option<TaskOutcome> {
+    pub(crate) fn take_task_outcome(&mut self, task_type: &str) -> Option<TaskOutcome> {
         let rule = self.task_rules.iter_mut().find(|r| r.remaining > 0 && r.task_type == task_type)?;
         rule.remaining -= 1;
         let outcome = rule.outcome.clone();
@@ -80,12 +80,12 @@ impl Faults {
         Some(outcome)
     }
 
-    pub fn duration(&self, task_type: &str) -> Duration {
+    pub(crate) fn duration(&self, task_type: &str) -> Duration {
         self.durations.get(task_type).copied().unwrap_or(self.default_duration)
     }
 
     /// Forgets latency, request failures and task outcomes; durations stay.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.latencies.clear();
         self.failures.clear();
         self.task_rules.clear();
@@ -107,7 +107,7 @@ fn method_and_path(spec: &str) -> (Option<String>, &str) {
 }
 
 /// `--latency '[METHOD ]PATH_REGEX=MS'`
-pub fn parse_latency(spec: &str) -> Result<LatencyRule, String> {
+pub(crate) fn parse_latency(spec: &str) -> Result<LatencyRule, String> {
     let (lhs, ms) = spec.rsplit_once('=').ok_or_else(|| format!("expected PATH_REGEX=MS, got '{spec}'"))?;
     let ms: u64 = ms.parse().map_err(|_| format!("invalid milliseconds in '{spec}'"))?;
     let (method, path) = method_and_path(lhs);
@@ -115,7 +115,7 @@ pub fn parse_latency(spec: &str) -> Result<LatencyRule, String> {
 }
 
 /// `--fail-request '[METHOD ]PATH_REGEX=COUNT:STATUS:MESSAGE'`
-pub fn parse_fail_request(spec: &str) -> Result<FailRule, String> {
+pub(crate) fn parse_fail_request(spec: &str) -> Result<FailRule, String> {
     let (lhs, rhs) =
         spec.split_once('=').ok_or_else(|| format!("expected PATH_REGEX=COUNT:STATUS:MESSAGE, got '{spec}'"))?;
     let mut parts = rhs.splitn(3, ':');
@@ -134,20 +134,20 @@ fn fail_rule(method: Option<String>, path: &str, count: u32, status: u16, messag
 }
 
 /// `--fail-task 'TYPE=MESSAGE'`
-pub fn parse_fail_task(spec: &str) -> Result<TaskRule, String> {
+pub(crate) fn parse_fail_task(spec: &str) -> Result<TaskRule, String> {
     let (task_type, message) = spec.split_once('=').ok_or_else(|| format!("expected TYPE=MESSAGE, got '{spec}'"))?;
     Ok(TaskRule { task_type: task_type.into(), outcome: TaskOutcome::Fail(message.into()), remaining: 1 })
 }
 
 /// `--warn-task 'TYPE=N'`
-pub fn parse_warn_task(spec: &str) -> Result<TaskRule, String> {
+pub(crate) fn parse_warn_task(spec: &str) -> Result<TaskRule, String> {
     let (task_type, n) = spec.split_once('=').ok_or_else(|| format!("expected TYPE=N, got '{spec}'"))?;
     let n: u32 = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("invalid warning count in '{spec}'"))?;
     Ok(TaskRule { task_type: task_type.into(), outcome: TaskOutcome::Warnings(n), remaining: 1 })
 }
 
 /// `--task-duration 'TYPE=MS'`
-pub fn parse_task_duration(spec: &str) -> Result<(String, Duration), String> {
+pub(crate) fn parse_task_duration(spec: &str) -> Result<(String, Duration), String> {
     let (task_type, ms) = spec.split_once('=').ok_or_else(|| format!("expected TYPE=MS, got '{spec}'"))?;
     let ms: u64 = ms.parse().map_err(|_| format!("invalid milliseconds in '{spec}'"))?;
     Ok((task_type.into(), Duration::from_millis(ms)))
@@ -155,44 +155,44 @@ pub fn parse_task_duration(spec: &str) -> Result<(String, Duration), String> {
 
 /// Bodies of the `/sim/*` admin endpoints.
 #[derive(Debug, Deserialize)]
-pub struct LatencyRequest {
-    pub method: Option<String>,
-    pub path: String,
-    pub ms: u64,
+pub(crate) struct LatencyRequest {
+    method: Option<String>,
+    path: String,
+    ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct FailRequest {
-    pub method: Option<String>,
-    pub path: String,
+pub(crate) struct FailRequest {
+    method: Option<String>,
+    path: String,
     #[serde(default = "one")]
-    pub count: u32,
+    count: u32,
     #[serde(default = "internal_error")]
-    pub status: u16,
-    pub message: String,
+    status: u16,
+    message: String,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct TaskFaultRequest {
+pub(crate) struct TaskFaultRequest {
     #[serde(rename = "type")]
-    pub task_type: String,
-    pub error: Option<String>,
-    pub warnings: Option<u32>,
+    task_type: String,
+    error: Option<String>,
+    warnings: Option<u32>,
     #[serde(default = "one")]
-    pub count: u32,
+    count: u32,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct HoldLockRequest {
-    pub vmid: u32,
-    pub ms: u64,
+pub(crate) struct HoldLockRequest {
+    pub(crate) vmid: u32,
+    pub(crate) ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct TaskDurationRequest {
+pub(crate) struct TaskDurationRequest {
     #[serde(rename = "type")]
-    pub task_type: Option<String>,
-    pub ms: u64,
+    pub(crate) task_type: Option<String>,
+    pub(crate) ms: u64,
 }
 
 fn one() -> u32 {
@@ -204,19 +204,19 @@ fn internal_error() -> u16 {
 }
 
 impl LatencyRequest {
-    pub fn into_rule(self) -> Result<LatencyRule, String> {
+    pub(crate) fn into_rule(self) -> Result<LatencyRule, String> {
         Ok(LatencyRule { method: self.method, path: compile(&self.path)?, delay: Duration::from_millis(self.ms) })
     }
 }
 
 impl FailRequest {
-    pub fn into_rule(self) -> Result<FailRule, String> {
+    pub(crate) fn into_rule(self) -> Result<FailRule, String> {
         fail_rule(self.method, &self.path, self.count, self.status, self.message)
     }
 }
 
 impl TaskFaultRequest {
-    pub fn into_rule(self) -> Result<TaskRule, String> {
+    pub(crate) fn into_rule(self) -> Result<TaskRule, String> {
         let outcome = match (self.error, self.warnings) {
             (Some(message), None) => TaskOutcome::Fail(message),
             (None, Some(n)) if n > 0 => TaskOutcome::Warnings(n),

@@ -17,34 +17,34 @@ use crate::ctinit::HOST_KEYS;
 
 /// Where one container's files live: `<state-dir>/lxc/<vmid>`.
 #[derive(Debug, Clone)]
-pub struct CtDir(pub PathBuf);
+pub(crate) struct CtDir(pub(crate) PathBuf);
 
 impl CtDir {
-    pub fn new(state_dir: &Path, vmid: u32) -> Self {
+    pub(crate) fn new(state_dir: &Path, vmid: u32) -> Self {
         Self(state_dir.join("lxc").join(vmid.to_string()))
     }
-    pub fn upper(&self) -> PathBuf {
+    fn upper(&self) -> PathBuf {
         self.0.join("upper")
     }
-    pub fn console_log(&self) -> PathBuf {
+    fn console_log(&self) -> PathBuf {
         self.0.join("console.log")
     }
 }
 
 /// What `post_create_hook` of PVE's container setup writes into the new root.
-pub struct RootfsSetup<'a> {
-    pub hostname: &'a str,
-    pub ip: Option<Ipv4Addr>,
-    pub password: Option<&'a str>,
-    pub ssh_public_keys: Option<&'a str>,
-    pub nameserver: Option<&'a str>,
-    pub searchdomain: Option<&'a str>,
+pub(crate) struct RootfsSetup<'a> {
+    pub(crate) hostname: &'a str,
+    pub(crate) ip: Option<Ipv4Addr>,
+    pub(crate) password: Option<&'a str>,
+    pub(crate) ssh_public_keys: Option<&'a str>,
+    pub(crate) nameserver: Option<&'a str>,
+    pub(crate) searchdomain: Option<&'a str>,
 }
 
 /// A generated SSH host key, as the create log reports it.
-pub struct HostKey {
-    pub file_name: String,
-    pub fingerprint: String,
+pub(crate) struct HostKey {
+    pub(crate) file_name: String,
+    pub(crate) fingerprint: String,
 }
 
 fn write_file(path: &Path, content: &str, mode: u32) -> Result<()> {
@@ -135,7 +135,7 @@ fn generate_host_key(upper: &Path, key_type: &str, file: &str, hostname: &str) -
 }
 
 /// Creates the container's own layer over the host's root and writes its identity into it.
-pub fn prepare_rootfs(dir: &CtDir, setup: &RootfsSetup<'_>) -> Result<Vec<HostKey>> {
+pub(crate) fn prepare_rootfs(dir: &CtDir, setup: &RootfsSetup<'_>) -> Result<Vec<HostKey>> {
     let upper = dir.upper();
     make_dir(&dir.0, 0o700)?;
     make_dir(&upper, 0o755)?;
@@ -191,7 +191,7 @@ pub fn prepare_rootfs(dir: &CtDir, setup: &RootfsSetup<'_>) -> Result<Vec<HostKe
 }
 
 /// Removes a container's files; retries briefly while the kernel releases its last mount.
-pub fn destroy_files(dir: &CtDir) -> Result<()> {
+pub(crate) fn destroy_files(dir: &CtDir) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match std::fs::remove_dir_all(&dir.0) {
@@ -214,20 +214,20 @@ struct SpawnRequest {
 /// Spawns container processes from one thread that lives as long as pve-sim:
 /// their parent-death signal fires when the *spawning thread* exits.
 #[derive(Clone)]
-pub struct Spawner {
+pub(crate) struct Spawner {
     requests: mpsc::Sender<SpawnRequest>,
 }
 
 /// A running container: the `ct-init` process outside its PID namespace.
 #[derive(Debug, Clone)]
-pub struct RunningCt {
-    pub pid: u32,
-    pub started: Instant,
+pub(crate) struct RunningCt {
+    pub(crate) pid: u32,
+    pub(crate) started: Instant,
     exit: watch::Receiver<Option<i32>>,
 }
 
 impl RunningCt {
-    pub fn has_exited(&self) -> bool {
+    pub(crate) fn has_exited(&self) -> bool {
         self.exit.borrow().is_some()
     }
 
@@ -244,7 +244,7 @@ impl RunningCt {
 }
 
 impl Spawner {
-    pub fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         let (requests, incoming) = mpsc::channel::<SpawnRequest>();
         std::thread::Builder::new().name("ct-spawner".into()).spawn(move || {
             for mut request in incoming {
@@ -255,7 +255,7 @@ impl Spawner {
     }
 
     /// Starts the container and waits until its sshd accepts connections.
-    pub async fn start(&self, dir: &CtDir, hostname: &str, ip: Option<Ipv4Addr>) -> Result<RunningCt> {
+    pub(crate) async fn start(&self, dir: &CtDir, hostname: &str, ip: Option<Ipv4Addr>) -> Result<RunningCt> {
         // The running image itself, even if the file on disk was replaced
         // (a rebuild while pve-sim runs) since it started.
         let exe = "/proc/self/exe";
@@ -321,7 +321,7 @@ fn console_tail(dir: &CtDir) -> String {
 
 /// Stops a container: its init kills everything inside, then ct-init exits;
 /// a stuck container is killed outright (its init follows by parent-death signal).
-pub async fn stop(running: &mut RunningCt) {
+pub(crate) async fn stop(running: &mut RunningCt) {
     let pid = running.pid as libc::pid_t;
     if !running.has_exited() {
         // SAFETY: signals a child process this pve-sim spawned and has not reaped.
@@ -335,7 +335,7 @@ pub async fn stop(running: &mut RunningCt) {
 }
 
 /// A process and all its descendants, found through `/proc/PID/task/TID/children`.
-pub fn tree_pids(root: u32) -> Vec<u32> {
+pub(crate) fn tree_pids(root: u32) -> Vec<u32> {
     let mut pids = vec![root];
     let mut i = 0;
     while i < pids.len() {
@@ -352,7 +352,7 @@ pub fn tree_pids(root: u32) -> Vec<u32> {
 }
 
 /// Resident memory of a process tree in bytes (the sum of each process's `VmRSS`).
-pub fn tree_rss(root: u32) -> u64 {
+pub(crate) fn tree_rss(root: u32) -> u64 {
     tree_pids(root)
         .into_iter()
         .filter_map(|pid| {

@@ -13,35 +13,35 @@ use serde_json::{Map, Value};
 
 /// The schema of the endpoints pve-sim implements, copied from the official
 /// `pve-api-schema.json` (a test checks that the copy is exact).
-pub const EMBEDDED_SCHEMA: &str = include_str!("../schema/pve-api.json");
+const EMBEDDED_SCHEMA: &str = include_str!("../schema/pve-api.json");
 
-pub type ParamErrors = BTreeMap<String, String>;
-pub type Params = BTreeMap<String, String>;
+pub(crate) type ParamErrors = BTreeMap<String, String>;
+pub(crate) type Params = BTreeMap<String, String>;
 
-pub struct ApiSchema {
+pub(crate) struct ApiSchema {
     endpoints: Map<String, Value>,
 }
 
 impl ApiSchema {
-    pub fn embedded() -> anyhow::Result<Self> {
+    pub(crate) fn embedded() -> anyhow::Result<Self> {
         let endpoints: Map<String, Value> = serde_json::from_str(EMBEDDED_SCHEMA)?;
         Ok(Self { endpoints })
     }
 
     /// The `parameters` object of one endpoint, e.g. (`/nodes/{node}/lxc`, `POST`).
-    pub fn parameters(&self, path_template: &str, method: &str) -> Option<&Value> {
+    pub(crate) fn parameters(&self, path_template: &str, method: &str) -> Option<&Value> {
         self.endpoints.get(path_template)?.get(method)?.get("parameters")
     }
 
     /// The schema of one property, e.g. a config key, as the given endpoint declares it.
-    pub fn property(&self, path_template: &str, method: &str, name: &str) -> Option<&Value> {
+    pub(crate) fn property(&self, path_template: &str, method: &str, name: &str) -> Option<&Value> {
         let properties = self.parameters(path_template, method)?.get("properties")?.as_object()?;
         lookup_property(properties, name)
     }
 }
 
 /// Finds `net0` under `net[n]` and the like; plain names match exactly.
-pub fn lookup_property<'a>(properties: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+fn lookup_property<'a>(properties: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     if let Some(schema) = properties.get(name) {
         return Some(schema);
     }
@@ -68,7 +68,7 @@ fn array_limit(base: &str) -> Option<u32> {
 }
 
 /// Checks the request parameters against an endpoint's `parameters` schema.
-pub fn validate_params(parameters: &Value, params: &Params) -> Result<(), ParamErrors> {
+pub(crate) fn validate_params(parameters: &Value, params: &Params) -> Result<(), ParamErrors> {
     let empty = Map::new();
     let properties = parameters.get("properties").and_then(Value::as_object).unwrap_or(&empty);
     let mut errors = ParamErrors::new();
@@ -115,7 +115,7 @@ fn is_optional(schema: &Value) -> bool {
     }
 }
 
-pub fn parse_boolean(value: &str) -> Option<bool> {
+pub(crate) fn parse_boolean(value: &str) -> Option<bool> {
     match value.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Some(true),
         "0" | "false" | "no" | "off" => Some(false),
@@ -129,7 +129,7 @@ fn is_integer(value: &str) -> bool {
 }
 
 /// Checks one value against a property schema: type, bounds, enum, pattern and format.
-pub fn check_value(schema: &Value, value: &str) -> Result<(), String> {
+fn check_value(schema: &Value, value: &str) -> Result<(), String> {
     let kind = schema.get("type").and_then(Value::as_str).unwrap_or("string");
     match kind {
         "integer" | "number" => {
@@ -206,7 +206,7 @@ fn perl_pattern(pattern: &str) -> Option<Regex> {
 
 /// Parses a property string such as `name=eth0,bridge=vmbr0,ip=dhcp` against
 /// its format, as `PVE::JSONSchema::parse_property_string` does.
-pub fn parse_property_string(format: &Map<String, Value>, value: &str) -> Result<Params, String> {
+pub(crate) fn parse_property_string(format: &Map<String, Value>, value: &str) -> Result<Params, String> {
     let default_key = format
         .iter()
         .find(|(_, schema)| schema.get("default_key").is_some_and(|d| d.as_i64() == Some(1)))
@@ -262,7 +262,7 @@ fn split_list(value: &str) -> impl Iterator<Item = &str> {
 
 /// The named formats of `PVE::JSONSchema` that the implemented endpoints use.
 /// Unknown names pass, as they would for a client of an older schema.
-pub fn check_format(name: &str, value: &str) -> Result<(), String> {
+fn check_format(name: &str, value: &str) -> Result<(), String> {
     static NODE: OnceLock<Regex> = OnceLock::new();
     static STORAGE: OnceLock<Regex> = OnceLock::new();
     static DNS: OnceLock<Regex> = OnceLock::new();
@@ -340,7 +340,7 @@ fn format_error(name: &str, value: &str) -> String {
 }
 
 /// `192.0.2.10/24` into its address and prefix length.
-pub fn parse_ipv4_cidr(value: &str) -> Option<(Ipv4Addr, u8)> {
+pub(crate) fn parse_ipv4_cidr(value: &str) -> Option<(Ipv4Addr, u8)> {
     let (addr, prefix) = value.split_once('/')?;
     let prefix: u8 = prefix.parse().ok()?;
     (prefix <= 32).then_some(())?;
@@ -352,7 +352,7 @@ fn is_ipv6_cidr(value: &str) -> bool {
 }
 
 /// Renders a stored config value with its schema type, as PVE's JSON output does.
-pub fn typed_json(schema: Option<&Value>, value: &str) -> Value {
+pub(crate) fn typed_json(schema: Option<&Value>, value: &str) -> Value {
     let kind = schema.and_then(|s| s.get("type")).and_then(Value::as_str).unwrap_or("string");
     match kind {
         "integer" => value.parse::<i64>().map_or_else(|_| Value::String(value.into()), Value::from),

@@ -7,24 +7,24 @@ use anyhow::{Context, Result};
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
-pub struct Identity {
-    pub cert_pem: String,
-    pub fingerprint: String,
-    pub server_config: Arc<rustls::ServerConfig>,
+pub(crate) struct Identity {
+    pub(crate) cert_pem: String,
+    pub(crate) fingerprint: String,
+    pub(crate) server_config: Arc<rustls::ServerConfig>,
 }
 
 /// Uppercase, colon-separated SHA-256 of the DER certificate, as the PVE GUI shows it.
-pub fn fingerprint(der: &[u8]) -> String {
+fn fingerprint(der: &[u8]) -> String {
     Sha256::digest(der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
-pub fn self_signed(node: &str) -> Result<(String, String)> {
+pub(crate) fn self_signed(node: &str) -> Result<(String, String)> {
     let names = vec![node.to_string(), "localhost".to_string(), "127.0.0.1".to_string()];
     let certified = rcgen::generate_simple_self_signed(names).context("generate self-signed certificate")?;
     Ok((certified.cert.pem(), certified.signing_key.serialize_pem()))
 }
 
-pub fn identity(cert_pem: String, key_pem: &str) -> Result<Identity> {
+pub(crate) fn identity(cert_pem: String, key_pem: &str) -> Result<Identity> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .context("parse certificate PEM")?;
@@ -42,7 +42,7 @@ pub fn identity(cert_pem: String, key_pem: &str) -> Result<Identity> {
     Ok(Identity { cert_pem, fingerprint, server_config: Arc::new(config) })
 }
 
-pub fn load(cert: &Path, key: &Path) -> Result<Identity> {
+pub(crate) fn load(cert: &Path, key: &Path) -> Result<Identity> {
     let cert_pem = std::fs::read_to_string(cert).with_context(|| format!("read {}", cert.display()))?;
     let key_pem = std::fs::read_to_string(key).with_context(|| format!("read {}", key.display()))?;
     identity(cert_pem, &key_pem)

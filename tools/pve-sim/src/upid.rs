@@ -4,14 +4,14 @@ use std::fmt;
 use std::str::FromStr;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upid {
-    pub node: String,
-    pub pid: u32,
-    pub pstart: u64,
-    pub starttime: i64,
-    pub task_type: String,
-    pub id: String,
-    pub user: String,
+pub(crate) struct Upid {
+    pub(crate) node: String,
+    pub(crate) pid: u32,
+    pub(crate) pstart: u64,
+    pub(crate) starttime: i64,
+    pub(crate) task_type: String,
+    pub(crate) id: String,
+    pub(crate) user: String,
 }
 
 impl fmt::Display for Upid {
@@ -25,7 +25,7 @@ impl fmt::Display for Upid {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub struct UpidParseError;
+pub(crate) struct UpidParseError;
 
 impl fmt::Display for UpidParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,12 +1,11 @@
 //! The API of pve-sim, endpoint by endpoint: successes and Proxmox's errors.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use common::{Sim, SshKey, DEBIAN};
 use serde_json::json;
+
+use crate::common::{Sim, SshKey, DEBIAN};
 
 #[tokio::test]
 async fn authentication_tokens_tickets_and_csrf() -> Result<()> {

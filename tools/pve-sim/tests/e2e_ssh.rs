@@ -2,10 +2,9 @@
 //! show that writes stay inside the container, stop, destroy, and check that
 //! nothing of the container remains.
 
-mod common;
-
 use anyhow::{ensure, Context, Result};
-use common::{mounts_mentioning, processes_mentioning, Sim, SshKey};
+
+use crate::common::{mounts_mentioning, processes_mentioning, Sim, SshKey};
 
 #[tokio::test]
 async fn ssh_into_a_container_and_leave_nothing_behind() -> Result<()> {

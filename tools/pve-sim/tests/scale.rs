@@ -1,13 +1,12 @@
 //! Fifty containers created and started at once, each reachable by ssh.
 //! Prints the time to start them and the memory each running one takes.
 
-mod common;
-
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
-use common::{Sim, SshKey};
 use futures::future::try_join_all;
+
+use crate::common::{Sim, SshKey};
 
 const COUNT: u32 = 50;
 

@@ -1,13 +1,12 @@
 //! Walks the official API schema for every endpoint pve-sim implements and
 //! checks that pve-sim accepts exactly the documented parameters.
 
-mod common;
-
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use common::Sim;
 use serde_json::Value;
+
+use crate::common::Sim;
 
 const EMBEDDED: &str = include_str!("../schema/pve-api.json");
 const UNDOCUMENTED: &str = "pve-sim-undocumented";

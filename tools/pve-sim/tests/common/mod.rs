@@ -1,8 +1,6 @@
 //! Helpers shared by the pve-sim integration tests: a client for one pve-sim
 //! started through the shared test bed, task waiting, and the stock `ssh` client.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};

@@ -1,0 +1,24 @@
+//! The operator's integration tests, one binary so that the control plane
+//! (kube-apiserver and etcd), Redis and the CRDs are set up once for all of
+//! them. One module per area; `cargo test --test integration <area>::` runs
+//! one area.
+
+mod support;
+
+mod argocd_health;
+mod bench;
+mod chart;
+mod crds;
+mod examples;
+mod faults;
+mod leader;
+mod leaks;
+mod nodes;
+mod pipeline;
+mod process;
+mod progress;
+mod proxmox_client;
+mod replicas;
+mod restarts;
+mod ssh;
+mod watch;
