@@ -158,7 +158,8 @@ fn a_spec_change_not_yet_observed_is_progressing() {
 
 #[test]
 fn a_retry_not_yet_acted_on_is_progressing() {
-    let failed = json!({"phase": "Error", "message": "creating failed", "observedGeneration": 2, "lastAppliedRetry": "1"});
+    let failed =
+        json!({"phase": "Error", "message": "creating failed", "observedGeneration": 2, "lastAppliedRetry": "1"});
     let mut object = container(Some(failed));
     object["metadata"]["annotations"] = json!({"infrahaus.io/retry": "2"});
     let (status, message) = health(&object);
