@@ -103,6 +103,11 @@ impl Metrics {
         );
         let containers = Family::<PhaseLabels, Gauge>::default();
         registry.register("containers", "Containers known to the controller, by phase", containers.clone());
+        // Every phase is listed from the first scrape on, at zero until the
+        // controller has counted the Containers it watches.
+        for phase in crate::crd::Phase::ALL {
+            containers.get_or_create(&PhaseLabels { phase: phase.as_str().to_owned() }).set(0);
+        }
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -242,6 +247,9 @@ mod tests {
     #[test]
     fn containers_gauge_is_set_per_phase() {
         let metrics = Metrics::new();
+        let fresh = metrics.encode();
+        assert_eq!(line_value(&fresh, r#"infrahaus_containers{phase="Pending"}"#), Some(0.0), "{fresh}");
+        assert_eq!(line_value(&fresh, r#"infrahaus_containers{phase="Ready"}"#), Some(0.0), "{fresh}");
         metrics.set_containers_in_phase("Ready", 3);
         metrics.set_containers_in_phase("Ready", 2);
         metrics.set_containers_in_phase("Error", 1);

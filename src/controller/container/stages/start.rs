@@ -20,9 +20,19 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
         job.progress(30, format!("Starting container {vmid}")).await?;
         let upid = job.pve.start_lxc(&node, vmid).await?;
         job.set_task(&upid).await?;
-        job.wait_task(&upid).await?;
+        let started = job.wait_task(&upid).await;
         job.status.task_ref = None;
         let after = job.pve.lxc_status(&node, vmid).await?;
+        match started {
+            Ok(_) => {}
+            // Started meanwhile by someone else (another start task, the web
+            // UI): Proxmox fails the second start with "CT <vmid> already
+            // running", and the container runs as asked.
+            Err(error) if after.is_running() => {
+                tracing::info!(%error, "the start task failed but the container runs");
+            }
+            Err(error) => return Err(error),
+        }
         if !after.is_running() {
             return Err(Error::transient(format!(
                 "CT {vmid} start task succeeded but the container is {}",
