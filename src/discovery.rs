@@ -72,7 +72,9 @@ pub const SYSTEM_SERVICES: &[&str] = &[
 /// The command that lists the credentials directory, one line per entry:
 /// `file <base64 name> <base64 content>` for regular files and
 /// `skip <base64 name> not-a-regular-file` for anything else (symlinks included,
-/// so a link cannot smuggle another file into the Secret). Base64 keeps any name
+/// so a link cannot smuggle another file into the Secret), and
+/// `skip <base64 name> larger-than-1-MiB` for a file no Secret can hold, which is
+/// never read. Base64 keeps any name
 /// and any content on one line; a missing directory prints nothing.
 pub fn credentials_command() -> String {
     credentials_command_for(CREDENTIALS_DIR)
@@ -92,9 +94,14 @@ for path in "$dir"/* "$dir"/.[!.]* "$dir"/..?*; do
         printf 'skip %s not-a-regular-file\n' "$name"
         continue
     fi
+    if [ "$(wc -c < "$path")" -gt {max} ]; then
+        printf 'skip %s larger-than-1-MiB\n' "$name"
+        continue
+    fi
     printf 'file %s %s\n' "$name" "$(b64 < "$path")"
 done"#,
-        dir = crate::ssh::shell_quote(dir)
+        dir = crate::ssh::shell_quote(dir),
+        max = MAX_SECRET_BYTES,
     )
 }
 

@@ -42,6 +42,29 @@ where
 
 /// Logs and publishes a Kubernetes Event on `object`; failure to publish is
 /// logged, not fatal.
+/// The longest Event note events.k8s.io/v1 accepts, in bytes; a longer one is
+/// rejected and the Event lost.
+pub const EVENT_NOTE_LIMIT: usize = 1024;
+
+/// The longest message written into status and conditions, in bytes: enough
+/// for a failed script's last lines, small enough that a status never nears
+/// the object size limit.
+pub const STATUS_MESSAGE_LIMIT: usize = 8 * 1024;
+
+const TRUNCATED: &str = " [truncated]";
+
+/// `text` cut to at most `limit` bytes at a character boundary, marked when cut.
+pub fn truncate(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_owned();
+    }
+    let mut cut = limit.saturating_sub(TRUNCATED.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{TRUNCATED}", &text[..cut])
+}
+
 pub async fn publish_event<K>(
     recorder: &Recorder,
     object: &K,
@@ -56,6 +79,7 @@ pub async fn publish_event<K>(
         EventType::Normal => tracing::info!(reason, action, "{note}"),
         EventType::Warning => tracing::warn!(reason, action, "{note}"),
     }
+    let note = truncate(&note, EVENT_NOTE_LIMIT);
     let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
     if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
         tracing::warn!(%error, "could not publish Kubernetes Event");
@@ -89,6 +113,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncation_keeps_short_text_and_marks_cuts_at_character_boundaries() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate(&"x".repeat(10), 10), "x".repeat(10));
+        let cut = truncate(&"é".repeat(1000), EVENT_NOTE_LIMIT);
+        assert!(cut.len() <= EVENT_NOTE_LIMIT, "{}", cut.len());
+        assert!(cut.ends_with(" [truncated]") && cut.starts_with("éé"), "{cut}");
+    }
     use k8s_openapi::ByteString;
 
     #[test]

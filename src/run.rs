@@ -84,25 +84,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "infrahaus-operator starting"
     );
     if args.leader_elect {
-        crate::leader::run_as_leader(client, &namespace, readiness.clone(), shutdown.clone(), move |stop| {
-            controller::run(ctx.clone(), options.clone(), stop)
+        let on_shutdown = shutdown.clone();
+        // The grace ends the controller, so the elector releases the Lease
+        // before the pod's termination grace period runs out.
+        crate::leader::run_as_leader(client, &namespace, readiness.clone(), shutdown.clone(), move |stop| async move {
+            drain_with_grace(controller::run(ctx, options, stop), &on_shutdown).await
         })
         .await
         .context("leader election")?;
     } else {
         readiness.set_ready();
-        let drained = controller::run(ctx, options, shutdown.wait());
-        let grace = async {
-            shutdown.wait().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        };
-        tokio::select! {
-            () = drained => {}
-            () = grace => tracing::warn!(
-                grace = ?SHUTDOWN_GRACE,
-                "work still in flight at shutdown is handed back; it resumes from its recorded stage"
-            ),
-        }
+        drain_with_grace(controller::run(ctx, options, shutdown.wait()), &shutdown).await;
     }
     readiness.set_not_ready();
     shutdown.trigger();
@@ -112,4 +104,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!("infrahaus-operator stopped");
     Ok(())
+}
+
+/// Lets reconciles in flight finish after shutdown, for at most
+/// [`SHUTDOWN_GRACE`]; what is still running then is dropped and resumes from
+/// its recorded stage in the next process.
+async fn drain_with_grace(drained: impl std::future::Future<Output = ()>, shutdown: &Shutdown) {
+    let grace = async {
+        shutdown.wait().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        () = drained => {}
+        () = grace => tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "work still in flight at shutdown is handed back; it resumes from its recorded stage"
+        ),
+    }
 }

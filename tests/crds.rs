@@ -323,6 +323,36 @@ async fn bad_manifests_are_rejected_with_readable_messages() -> Result<()> {
             "script name must be a file name",
         ),
         (
+            "endpoint with user info",
+            node("n5", node_spec(json!({"endpoint": "https://root:hunter2@pve1.example.com:8006"}))),
+            "endpoint must not hold user info",
+        ),
+        (
+            "nameserver of two colons",
+            container("c20", container_spec(json!({"network": {"nameservers": ["::"]}}))),
+            "nameservers must be IP addresses",
+        ),
+        (
+            "nameserver of three colons",
+            container("c21", container_spec(json!({"network": {"nameservers": [":::"]}}))),
+            "nameservers must be IP addresses",
+        ),
+        (
+            "file path with a . component",
+            template("t11", template_spec(json!({"files": [{"path": "/etc/./app.conf", "content": "x"}]}))),
+            "without '.' or '..' components",
+        ),
+        (
+            "package with a version pin",
+            template("t12", template_spec(json!({"packages": ["nginx=1.22.1-9"]}))),
+            "version pins are not supported",
+        ),
+        (
+            "package with a tilde pin",
+            template("t13", template_spec(json!({"packages": ["musl~1.2"]}))),
+            "packages must be plain package names",
+        ),
+        (
             "package with shell",
             template("t10", template_spec(json!({"packages": ["nginx; rm -rf /"]}))),
             "packages must be plain package names",

@@ -197,3 +197,38 @@ async fn failing_script_is_an_error_and_retry_resumes_without_recreating() {
     let tasks = world.pve_get(&format!("/nodes/pve1/tasks?vmid={vmid}&typefilter=vzcreate")).await.expect("tasks");
     assert_eq!(tasks.as_array().map(Vec::len), Some(1), "exactly one vzcreate: {tasks}");
 }
+
+#[tokio::test]
+async fn a_failure_with_long_output_keeps_its_event_and_a_bounded_status() {
+    let mut world = World::new("noisy").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    let mut noisy = template("noisy", false);
+    noisy["spec"]["scripts"] = json!([{
+        "name": "10-noisy.sh",
+        "content": "#!/bin/bash\nfor i in $(seq 12); do printf 'line %s ' $i; head -c 600 /dev/zero | tr '\\0' x; echo; done\nexit 4\n"
+    }]);
+    world.apply(noisy).await.expect("template");
+    world.apply(container("noisy", "noisy", json!({"ipv4": "dhcp"}))).await.expect("container");
+
+    let ct = world.wait_phase("noisy", Phase::Error, READY_TIMEOUT).await.expect("Error");
+    let message = ct.status.expect("status").message.unwrap_or_default();
+    assert!(message.contains("10-noisy.sh") && message.contains("exited with code 4"), "{message}");
+    assert!(message.contains("line 12 xxx"), "the last output lines are in the message: {message}");
+
+    // The StageFailed Event is kept: a note over 1,024 bytes would be rejected.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let note = loop {
+        let events = world.api::<Event>().list(&Default::default()).await.expect("events");
+        let failed = events
+            .items
+            .into_iter()
+            .find(|e| e.involved_object.name.as_deref() == Some("noisy") && e.reason.as_deref() == Some("StageFailed"));
+        if let Some(event) = failed {
+            break event.message.unwrap_or_default();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no StageFailed Event for a long failure message");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(note.len() <= 1024, "{} bytes", note.len());
+    assert!(note.starts_with("syncing failed: script 10-noisy.sh exited with code 4"), "{note}");
+}

@@ -112,3 +112,24 @@ async fn the_standby_finishes_when_the_leader_is_killed_mid_work() {
     assert_all_ready_with_one_vzcreate(&world).await;
     assert!(acquired(&world, standby), "the standby took over");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_mid_script_exits_within_its_grace_and_releases_the_lease() {
+    let mut world = World::new("grace").await.expect("world");
+    let mut slow = template("slow", false);
+    slow["spec"]["scripts"] =
+        json!([{"name": "10-slow.sh", "content": "#!/bin/bash\necho working\nsleep 300\n", "timeoutSeconds": 600}]);
+    world.apply(slow).await.expect("template");
+    let leader = world.start_controller(&["--leader-elect"]).expect("controller");
+    world.apply(container("slow", "slow", json!({"ipv4": "dhcp"}))).await.expect("container");
+    world.wait_phase("slow", Phase::Syncing, READY_TIMEOUT).await.expect("Syncing");
+
+    let controller = world.controller(leader);
+    controller.signal(libc::SIGTERM);
+    // The script would hold a drain without a grace for 300 s.
+    let status = tokio::task::block_in_place(|| controller.wait_exit(Duration::from_secs(60)));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exit within the grace:\n{}", controller.log_tail(20));
+    let lease = world.api::<Lease>().get(DEFAULT_LEASE_NAME).await.expect("Lease");
+    let holder = lease.spec.and_then(|spec| spec.holder_identity);
+    assert_eq!(holder, None, "the Lease is released at exit");
+}

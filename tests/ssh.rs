@@ -195,6 +195,22 @@ async fn exec_times_out_and_the_session_stays_usable() {
 }
 
 #[tokio::test]
+async fn exec_ends_at_the_exit_status_when_a_background_process_keeps_the_output_open() {
+    let (key, sshd) = server();
+    let session = session(&sshd, &key).await;
+    let mut lines = Vec::new();
+    let status = session
+        .exec("echo starting; sleep 41 & echo started", Duration::from_secs(20), |_, line| lines.push(line.to_owned()))
+        .await
+        .expect("the command exited; the background process is not waited for");
+    assert_eq!(status, ExitStatus::Code(0));
+    assert_eq!(lines, vec!["starting", "started"]);
+    let survivors = capture(&session, "pgrep -x -f 'sleep 41' || true").await;
+    assert!(!survivors.is_empty(), "the background process was stopped");
+    capture(&session, "pkill -x -f 'sleep 41' || true").await;
+}
+
+#[tokio::test]
 async fn upload_creates_parents_and_sets_the_mode() {
     let (key, sshd) = server();
     let session = session(&sshd, &key).await;
@@ -298,5 +314,36 @@ async fn discovery_commands_run_and_parse_on_this_host() {
     assert_eq!(credentials.files["db-password"], b"s3cr3t");
     assert_eq!(credentials.skipped.len(), 1);
     assert_eq!(credentials.skipped[0].name, "bad name");
+
+    // A file larger than a Secret can hold is skipped in the container, never read.
+    let huge = dir.path().join("huge");
+    std::fs::File::create(&huge).and_then(|f| f.set_len(64 * 1024 * 1024)).expect("sparse file");
+    let listing = capture(&session, &discovery::credentials_command_for(dir.path().to_str().expect("utf-8"))).await;
+    assert!(listing.len() < 64 * 1024, "the listing read the huge file: {} bytes", listing.len());
+    let credentials = discovery::parse_credentials(&listing);
+    let skipped: Vec<_> = credentials.skipped.iter().map(|s| (s.name.as_str(), s.reason.as_str())).collect();
+    assert!(skipped.contains(&("huge", "larger than 1 MiB")), "{skipped:?}");
     drop(listener);
+}
+
+#[tokio::test]
+async fn output_without_newlines_arrives_in_bounded_lines_and_captures_are_capped() {
+    let (key, sshd) = server();
+    let session = session(&sshd, &key).await;
+    let mut lines = Vec::new();
+    let status = session
+        .exec("head -c 1000000 /dev/zero | tr '\\0' x", TIMEOUT, |_, line| lines.push(line.len()))
+        .await
+        .expect("exec");
+    assert!(status.success());
+    assert_eq!(lines.iter().sum::<usize>(), 1_000_000, "nothing lost");
+    assert!(lines.iter().all(|len| *len <= infrahaus_operator::ssh::MAX_LINE_BYTES), "{:?}", &lines[..3]);
+
+    let limit = infrahaus_operator::ssh::CAPTURE_LIMIT;
+    let error = session
+        .exec_capture(&format!("head -c {} /dev/zero", limit + 1), TIMEOUT)
+        .await
+        .expect_err("more than the capture limit");
+    assert!(matches!(error, SshError::OutputTooLarge { .. }), "{error:?}");
+    assert_eq!(capture(&session, "echo still here").await, "still here\n");
 }

@@ -160,7 +160,7 @@ pub struct ContainerNetwork {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 3), inner(length(min = 2, max = 45)))]
     #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self.all(n, n.matches('^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$') || n.matches('^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$'))",
+        "rule": "self.all(n, n.matches('^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$') || (n.matches('^[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}$') && n.matches('[0-9A-Fa-f]')))",
         "message": "nameservers must be IP addresses"
     }]))]
     pub nameservers: Vec<String>,

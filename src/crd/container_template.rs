@@ -35,8 +35,8 @@ pub struct ContainerTemplateSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), inner(length(min = 1, max = 128)))]
     #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self.all(p, p.matches('^[A-Za-z0-9][A-Za-z0-9+._:~=-]*$'))",
-        "message": "packages must be plain package names (letters, digits and + . _ : ~ = -)"
+        "rule": "self.all(p, p.matches('^[A-Za-z0-9][A-Za-z0-9+._:-]*$'))",
+        "message": "packages must be plain package names (letters, digits and + . _ : -); version pins are not supported"
     }]))]
     pub packages: Vec<String>,
 
@@ -99,8 +99,8 @@ pub struct TemplateFile {
     /// Absolute path inside the container.
     #[schemars(length(min = 2, max = 4096))]
     #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self.startsWith('/') && !self.endsWith('/') && !self.matches('(^|/)\\\\.\\\\.(/|$)')",
-        "message": "path must be an absolute file path without '..'"
+        "rule": "self.startsWith('/') && !self.endsWith('/') && !self.matches('(^|/)\\\\.\\\\.?(/|$)')",
+        "message": "path must be an absolute file path without '.' or '..' components"
     }]))]
     pub path: String,
 

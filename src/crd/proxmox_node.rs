@@ -31,6 +31,9 @@ pub struct ProxmoxNodeSpec {
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self.matches('^https://[^/?#\\\\s]+(/[^\\\\s]*)?$')",
         "message": "endpoint must be an https:// URL such as https://pve1.example.com:8006"
+    }, {
+        "rule": "!self.matches('^https://[^/?#]*@')",
+        "message": "endpoint must not hold user info (user:password@); the token Secret authenticates"
     }]))]
     pub endpoint: String,
 

@@ -83,7 +83,7 @@ impl ClientConfig {
 impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &shown(&self.endpoint))
             .field("token", &self.token)
             .field("tls", &self.tls)
             .field("connect_timeout", &self.connect_timeout)
@@ -361,17 +361,28 @@ fn snippet(body: &[u8]) -> String {
     format!("{cut:?}")
 }
 
+/// The endpoint as it may be shown: user info in the authority (`user:pw@`)
+/// replaced, so a password put into the URL never reaches a message or a log.
+fn shown(endpoint: &str) -> String {
+    let Some((scheme, rest)) = endpoint.split_once("://") else { return endpoint.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => endpoint.to_owned(),
+    }
+}
+
 fn parse_endpoint(endpoint: &str) -> Result<Url, Error> {
-    let url =
-        Url::parse(endpoint.trim()).map_err(|e| Error::Config(format!("endpoint {endpoint:?} is not a URL: {e}")))?;
+    let invalid = |why: String| Error::Config(format!("endpoint {:?} {why}", shown(endpoint)));
+    let url = Url::parse(endpoint.trim()).map_err(|e| invalid(format!("is not a URL: {e}")))?;
     if url.scheme() != "https" {
-        return Err(Error::Config(format!("endpoint {endpoint:?} must use https")));
+        return Err(invalid("must use https".to_owned()));
     }
     if url.host_str().is_none() || url.cannot_be_a_base() {
-        return Err(Error::Config(format!("endpoint {endpoint:?} has no host")));
+        return Err(invalid("has no host".to_owned()));
     }
     if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
-        return Err(Error::Config(format!("endpoint {endpoint:?} must not carry credentials, a query or a fragment")));
+        return Err(invalid("must not carry credentials, a query or a fragment".to_owned()));
     }
     Ok(url)
 }
@@ -382,6 +393,21 @@ mod tests {
 
     fn client(endpoint: &str) -> Result<Client, Error> {
         Client::new(ClientConfig::new(endpoint, ApiToken::new("root@pam!ci", "s3cr3t"), TlsOptions::default()))
+    }
+
+    #[test]
+    fn user_info_in_an_endpoint_is_never_shown() {
+        let error = client("https://root:hunter2@pve1.example.com:8006").expect_err("user info is refused");
+        let text = error.to_string();
+        assert!(!text.contains("hunter2") && !text.contains("root:"), "{text}");
+        assert!(text.contains("https://***@pve1.example.com:8006"), "{text}");
+        let config = ClientConfig::new(
+            "https://root:hunter2@pve1.example.com:8006",
+            ApiToken::new("root@pam!ci", "s3cr3t"),
+            TlsOptions::default(),
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert_eq!(shown("https://pve1.example.com:8006/a@b"), "https://pve1.example.com:8006/a@b");
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub enum SshError {
     #[error("command `{command}` ended without reporting an exit status; the connection was probably lost")]
     NoExitStatus { command: String },
 
+    #[error("command `{command}` printed more than {limit} bytes on one stream")]
+    OutputTooLarge { command: String, limit: usize },
+
     #[error("invalid remote path {path:?}: {reason}")]
     InvalidPath { path: String, reason: &'static str },
 
@@ -91,6 +94,7 @@ impl SshError {
             | SshError::AuthRejected { .. }
             | SshError::GaveUp { .. }
             | SshError::CommandTimeout { .. }
+            | SshError::OutputTooLarge { .. }
             | SshError::InvalidPath { .. }
             | SshError::InvalidMode { .. }
             | SshError::Upload { .. } => false,

@@ -20,8 +20,9 @@ use tokio::time::Instant;
 pub use error::SshError;
 pub use host_key::HostKeyCheck;
 pub use keys::{fingerprint, SshKeyPair};
+pub use lines::MAX_LINE_BYTES;
 pub use quote::shell_quote;
-pub use session::{upload_command, ExitStatus, Output, SshSession, Stream};
+pub use session::{upload_command, ExitStatus, Output, SshSession, Stream, CAPTURE_LIMIT};
 
 /// One attempt (TCP connect, handshake, authentication) may take at most this long.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);

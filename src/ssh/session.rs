@@ -15,6 +15,13 @@ const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 /// found and stopped.
 const EXEC_ID_VARIABLE: &str = "INFRAHAUS_EXEC_ID";
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most output [`SshSession::exec_capture`] keeps per stream; more is an
+/// error, not a growing buffer.
+pub const CAPTURE_LIMIT: usize = 4 * 1024 * 1024;
+/// How long output is still read after the exit status arrived. A process the
+/// command left in the background (`server &`) may hold stdout open for as long
+/// as it runs; the command has finished all the same.
+const EXIT_DRAIN: Duration = Duration::from_secs(2);
 
 /// SSH reports stderr as extended data of this type (RFC 4254, section 5.2).
 const EXTENDED_DATA_STDERR: u32 = 1;
@@ -158,12 +165,23 @@ impl SshSession {
     ) -> Result<Output, SshError> {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
+        let mut too_large = false;
         let status = self
-            .run(command, stdin, timeout, |stream, chunk| match stream {
-                Stream::Stdout => stdout.extend_from_slice(chunk),
-                Stream::Stderr => stderr.extend_from_slice(chunk),
+            .run(command, stdin, timeout, |stream, chunk| {
+                let buffer = match stream {
+                    Stream::Stdout => &mut stdout,
+                    Stream::Stderr => &mut stderr,
+                };
+                if buffer.len() + chunk.len() > CAPTURE_LIMIT {
+                    too_large = true;
+                } else {
+                    buffer.extend_from_slice(chunk);
+                }
             })
             .await?;
+        if too_large {
+            return Err(SshError::OutputTooLarge { command: command.to_owned(), limit: CAPTURE_LIMIT });
+        }
         Ok(Output {
             status,
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -196,7 +214,12 @@ impl SshSession {
                 write_error = channel.eof().await.err();
             }
             let mut status = None;
-            while let Some(message) = channel.wait().await {
+            loop {
+                let message = match status {
+                    None => channel.wait().await,
+                    Some(_) => tokio::time::timeout(EXIT_DRAIN, channel.wait()).await.unwrap_or(None),
+                };
+                let Some(message) = message else { break };
                 match message {
                     ChannelMsg::Data { data } => on_data(Stream::Stdout, &data),
                     ChannelMsg::ExtendedData { data, ext } if ext == EXTENDED_DATA_STDERR => {
@@ -217,7 +240,11 @@ impl SshSession {
         };
 
         match tokio::time::timeout(timeout, conversation).await {
-            Ok(Ok(Some(status))) => Ok(status),
+            Ok(Ok(Some(status))) => {
+                // Still open when a background process holds the output.
+                let _ = channel.close().await;
+                Ok(status)
+            }
             Ok(Ok(None)) => Err(SshError::NoExitStatus { command: command.to_owned() }),
             Ok(Err(source)) => Err(channel_error(source)),
             Err(_) => {

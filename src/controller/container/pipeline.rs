@@ -14,6 +14,7 @@ use super::stages::{self, Stage, STAGES};
 use crate::crd::conditions::{reasons, set_condition, types, DesiredCondition};
 use crate::crd::{Phase, StageName, StageState, StageStatus};
 use crate::error::Error;
+use crate::k8s;
 use crate::progress::ProgressEvent;
 
 /// Runs every stage that has not succeeded yet, in order, then marks the
@@ -126,11 +127,11 @@ async fn run_stage(job: &mut Job<'_>, stage: &Stage) -> Result<(), Error> {
 
 async fn fail(job: &mut Job<'_>, stage: &Stage, error: &Error) -> Result<(), Error> {
     let name = stage.name;
-    let message = format!("{name} failed: {error}");
+    let message = k8s::truncate(&format!("{name} failed: {error}"), k8s::STATUS_MESSAGE_LIMIT);
     if let Some(entry) = job.status.stage_mut(name) {
         entry.state = StageState::Failed;
         entry.finished_at = Some(now());
-        entry.message = Some(error.to_string());
+        entry.message = Some(k8s::truncate(&error.to_string(), k8s::STATUS_MESSAGE_LIMIT));
     }
     job.status.phase = Some(Phase::Error);
     job.status.message = Some(message.clone());
