@@ -452,9 +452,9 @@ async fn prove_rbac(world: &mut World, release_ns: &str, sets: &[&str]) -> Resul
 
 #[tokio::test]
 async fn the_chart_rbac_is_enough_for_the_controller() -> Result<()> {
-    // One after the other: the cluster-wide controller would also act on the
-    // namespaced variant's Container.
-    let mut cluster_wide = World::new("chart-rbac-all").await?;
+    // The cluster-wide controller gets an API server of its own: on the
+    // shared one it would act on every other test's Containers too.
+    let mut cluster_wide = World::isolated("chart-rbac-all").await?;
     let release_ns = testbed::unique_namespace(&cluster_wide.client, "chart-rbac-all-sys").await?;
     prove_rbac(&mut cluster_wide, &release_ns, &[]).await?;
 

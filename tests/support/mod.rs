@@ -43,6 +43,20 @@ impl World {
         let kube = testbed::kube().await?;
         let client = kube.client().await?;
         install_crds(&client).await?;
+        Self::on(kube, client, prefix, options).await
+    }
+
+    /// A world on an API server of its own, for a controller that watches
+    /// every namespace: on the shared one it would act on other tests'
+    /// Containers as well.
+    pub async fn isolated(prefix: &str) -> Result<Self> {
+        let kube = testbed::private_kube().await?;
+        let client = kube.client().await?;
+        apply_crds(&client).await?;
+        Self::on(kube, client, prefix, PveSimOptions::default()).await
+    }
+
+    async fn on(kube: &'static KubeEnv, client: kube::Client, prefix: &str, options: PveSimOptions) -> Result<Self> {
         let ns = testbed::unique_namespace(&client, prefix).await?;
         let sim = PveSim::start(options).await?;
         let redis_url = Some(testbed::redis().await?.url.clone());
@@ -243,24 +257,26 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Installs the CRDs (once per test binary) and waits until they are served.
+/// Installs the CRDs on the shared API server (once per test binary).
 pub async fn install_crds(client: &kube::Client) -> Result<()> {
     static DONE: OnceCell<()> = OnceCell::const_new();
-    DONE.get_or_try_init(|| async {
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in crd::crds() {
-            let name = crd.metadata.name.clone().context("CRD name")?;
-            crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd)).await?;
-            tokio::time::timeout(
-                Duration::from_secs(30),
-                await_condition(crds.clone(), &name, conditions::is_crd_established()),
-            )
-            .await
-            .context("CRD not established in time")??;
-        }
-        anyhow::Ok(())
-    })
-    .await?;
+    DONE.get_or_try_init(|| apply_crds(client)).await?;
+    Ok(())
+}
+
+/// Applies the CRDs and waits until they are served.
+async fn apply_crds(client: &kube::Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crd::crds() {
+        let name = crd.metadata.name.clone().context("CRD name")?;
+        crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd)).await?;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .context("CRD not established in time")??;
+    }
     Ok(())
 }
 

@@ -55,6 +55,24 @@ pub async fn kube() -> Result<&'static KubeEnv> {
     .await?
 }
 
+/// An API server of its own (etcd, kube-apiserver, kube-controller-manager)
+/// for a test whose controller watches every namespace and so must not see
+/// the other tests' objects on the shared one. It runs until the process exits.
+pub async fn private_kube() -> Result<&'static KubeEnv> {
+    tokio::task::spawn_blocking(|| {
+        // A plain thread, as for the shared servers.
+        std::thread::spawn(|| {
+            let dir = process::work_dir("infrahaus-kube")?;
+            process::remove_at_exit(dir.clone());
+            let env = KubeEnv::start(&dir, KubeEnvOptions::default())?;
+            anyhow::Ok(&*Box::leak(Box::new(env)))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("test bed start-up panicked")))
+    })
+    .await?
+}
+
 /// The shared Redis server of this test binary, started on first use.
 pub async fn redis() -> Result<&'static RedisServer> {
     static REDIS: OnceLock<std::result::Result<RedisServer, String>> = OnceLock::new();
