@@ -71,6 +71,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ssh_public_key,
         node_limits: NodeLimits::default(),
         timings: Timings::default(),
+        failures: Default::default(),
     });
     let options = RunOptions {
         watch_namespace: Some(args.watch_namespace).filter(|ns| !ns.is_empty()),

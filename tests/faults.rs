@@ -227,3 +227,25 @@ async fn changed_host_key_is_an_error() {
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready condition");
     assert_eq!(ready.reason, "HostKeyMismatch");
 }
+
+#[tokio::test]
+async fn a_missing_secret_is_retried_with_a_growing_backoff_not_a_hot_loop() {
+    let mut world = World::new("backoff").await.expect("world");
+    let index = world.start_controller(&[]).expect("controller");
+    world.apply(template("web", false)).await.expect("template");
+    let mut patient = container("patient", "web", json!({"ipv4": "dhcp"}));
+    patient["spec"]["rootPasswordSecretRef"] = json!({"name": "patient-password", "key": "password"});
+    world.apply(patient).await.expect("container");
+
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let attempts = world.controller_logs().lines().filter(|l| l.contains("reconcile failed; retrying")).count();
+    println!("backoff: {attempts} failed reconciles in 30 s while a Secret is missing");
+    assert!((3..=10).contains(&attempts), "{attempts} attempts in 30 s:\n{}", world.controller(index).log_tail(10));
+
+    world
+        .apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "patient-password"},
+                      "stringData": {"password": "correct-horse-battery"}}))
+        .await
+        .expect("secret");
+    world.wait_phase("patient", Phase::Ready, READY_TIMEOUT).await.expect("Ready once the Secret exists");
+}

@@ -27,6 +27,8 @@ pub(crate) struct Context {
     pub ssh_public_key: String,
     pub node_limits: NodeLimits,
     pub timings: Timings,
+    /// Transient failures in a row, per Container (by uid), for the backoff.
+    pub failures: std::sync::Mutex<HashMap<String, u32>>,
 }
 
 /// Timings of the pipeline; tests shorten them.
@@ -38,8 +40,23 @@ pub(crate) struct Timings {
     pub task_timeout: Duration,
     /// How long to wait for a DHCP address and for sshd to answer.
     pub boot_timeout: Duration,
-    /// How long to wait before a reconcile that hit a transient fault runs again.
+    /// How long to wait before a reconcile that hit a transient fault runs
+    /// again the first time; each further failure in a row doubles it.
     pub retry_backoff: Duration,
+    /// The longest wait between two attempts.
+    pub retry_backoff_max: Duration,
+}
+
+impl Timings {
+    /// The wait before attempt `failures + 1` after `failures` transient
+    /// failures in a row: doubling from `retry_backoff` up to
+    /// `retry_backoff_max`, with up to 20% jitter either way so Containers
+    /// that failed together do not retry in lockstep.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let doubled = self.retry_backoff.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+        let base = doubled.min(self.retry_backoff_max);
+        base.mul_f64(rand::random_range(0.8..=1.2))
+    }
 }
 
 impl Default for Timings {
@@ -48,7 +65,8 @@ impl Default for Timings {
             task_poll: Duration::from_millis(500),
             task_timeout: Duration::from_secs(600),
             boot_timeout: Duration::from_secs(120),
-            retry_backoff: Duration::from_secs(5),
+            retry_backoff: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(300),
         }
     }
 }
@@ -109,6 +127,16 @@ pub(crate) async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_first_wait_to_the_cap_with_jitter() {
+        let timings = Timings::default();
+        for (failures, base) in [(1, 1), (2, 2), (3, 4), (6, 32), (9, 256), (10, 300), (40, 300)] {
+            let delay = timings.backoff(failures).as_secs_f64();
+            let base = f64::from(base);
+            assert!((base * 0.8..=base * 1.2).contains(&delay), "{failures}: {delay} s, around {base} s");
+        }
+    }
 
     #[tokio::test]
     async fn node_limits_cap_concurrent_operations_per_node() {

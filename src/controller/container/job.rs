@@ -45,6 +45,8 @@ pub(crate) struct Job<'a> {
     pub(super) last_percent: i32,
     /// The percent span of the stage that runs.
     span: (i32, i32),
+    /// The status as last read or written, so unchanged status is not written.
+    saved: ContainerStatus,
 }
 
 impl<'a> Job<'a> {
@@ -65,6 +67,7 @@ impl<'a> Job<'a> {
             // Percent never decreases within a generation, also across restarts.
             last_percent: if same_generation { status.progress.unwrap_or(0) } else { 0 },
             span: (0, 100),
+            saved: status.clone(),
             status,
             namespace,
             name: ct.name_any(),
@@ -89,8 +92,13 @@ impl<'a> Job<'a> {
     }
 
     /// Writes the whole status with server-side apply.
+    /// Writes the status when it differs from what was last read or written.
     pub async fn save(&mut self) -> Result<(), Error> {
+        if self.status == self.saved {
+            return Ok(());
+        }
         k8s::apply_status(&self.api, &self.name, &self.status).await?;
+        self.saved = self.status.clone();
         Ok(())
     }
 

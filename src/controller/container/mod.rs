@@ -75,6 +75,7 @@ async fn reconcile(ct: Arc<Container>, ctx: Arc<Context>) -> Result<Action, Erro
         span.record("vmid", vmid);
     }
     ctx.metrics.reconcile();
+    let ct_uid = ct.uid();
     let api: Api<Container> = Api::namespaced(ctx.client.clone(), &namespace);
     let inner = ctx.clone();
     let action = finalizer(&api, FINALIZER, ct, |event| async move {
@@ -85,13 +86,26 @@ async fn reconcile(ct: Arc<Container>, ctx: Arc<Context>) -> Result<Action, Erro
     })
     .instrument(span)
     .await?;
+    if let Some(uid) = ct_uid {
+        ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
+    }
     Ok(action)
 }
 
+/// Requeues after a transient failure with a per-Container exponential
+/// backoff. The wait holds because a repeated failure writes nothing: a
+/// status write would be a change that reconciles again at once.
 fn error_policy(ct: Arc<Container>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failure(error.metric_label());
-    tracing::warn!(namespace = ?ct.namespace(), name = %ct.name_any(), %error, "reconcile failed; retrying");
-    Action::requeue(ctx.timings.retry_backoff)
+    let failures = {
+        let mut all = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = all.entry(ct.uid().unwrap_or_default()).or_default();
+        *count = count.saturating_add(1);
+        *count
+    };
+    let delay = ctx.timings.backoff(failures);
+    tracing::warn!(namespace = ?ct.namespace(), name = %ct.name_any(), %error, failures, ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
 }
 
 async fn apply(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {

@@ -67,6 +67,9 @@ async fn run_stage(job: &mut Job<'_>, stage: &Stage) -> Result<(), Error> {
     let name = stage.name;
     let started = Instant::now();
     let resumed = job.status.stage(name).is_some_and(|s| s.state == StageState::Running);
+    // A stage resumed after a transient failure keeps its "(retrying)"
+    // message: a repeated failure then writes nothing, and its backoff holds.
+    let retrying = resumed && job.status.stage(name).is_some_and(|s| s.message.is_some());
     if let Some(entry) = job.status.stage_mut(name) {
         entry.state = StageState::Running;
         if !resumed {
@@ -80,7 +83,9 @@ async fn run_stage(job: &mut Job<'_>, stage: &Stage) -> Result<(), Error> {
         job.event(EventType::Normal, "StageStarted", stage.action, format!("{name} started")).await;
     }
     job.enter_span(stage.percent);
-    job.progress(0, stage.start_message).await?;
+    if !retrying {
+        job.progress(0, stage.start_message).await?;
+    }
 
     let result = stage.run(job).await;
     job.ctx.metrics.stage_duration(name.as_str(), started.elapsed().as_secs_f64());
