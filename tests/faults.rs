@@ -249,3 +249,29 @@ async fn a_missing_secret_is_retried_with_a_growing_backoff_not_a_hot_loop() {
         .expect("secret");
     world.wait_phase("patient", Phase::Ready, READY_TIMEOUT).await.expect("Ready once the Secret exists");
 }
+
+#[tokio::test]
+async fn retain_keeps_the_guest_and_its_secrets() {
+    let mut world = World::new("retain").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    world.apply(template("web", false)).await.expect("template");
+    let mut kept = container("kept", "web", json!({"ipv4": "dhcp"}));
+    kept["spec"]["deletionPolicy"] = "Retain".into();
+    world.apply(kept).await.expect("container");
+    let ct = world.wait_phase("kept", Phase::Ready, READY_TIMEOUT).await.expect("Ready");
+    let uid = ct.metadata.uid.clone().expect("uid");
+    let vmid = ct.status.expect("status").vmid.expect("vmid");
+    world.api::<Container>().delete("kept", &DeleteParams::default()).await.expect("delete");
+    wait_gone(&world, "kept").await;
+    assert!(guest_exists(&world, vmid).await, "CT {vmid} retained");
+
+    // Garbage collection had time to act on anything still owned.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let secrets = world.api::<k8s_openapi::api::core::v1::Secret>();
+    for name in ["kept-root-password", "kept-credentials"] {
+        let secret = secrets.get_opt(name).await.expect("get").unwrap_or_else(|| panic!("Secret {name} was collected"));
+        let owners = secret.metadata.owner_references.unwrap_or_default();
+        assert!(owners.iter().all(|owner| owner.uid != uid), "{name} still owned by the deleted Container");
+        assert!(!secret.data.unwrap_or_default().is_empty(), "{name} keeps its values");
+    }
+}

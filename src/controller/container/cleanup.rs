@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use kube::api::Api;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
@@ -21,15 +22,15 @@ const DELETE_ACTION: &str = "Delete";
 
 pub(super) async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
     if ct.spec.deletion_policy == DeletionPolicy::Retain {
-        k8s::publish_event(
-            &ctx.recorder,
-            ct.as_ref(),
-            EventType::Normal,
-            "Retained",
-            DELETE_ACTION,
-            "deletionPolicy is Retain; the guest is left in place".into(),
-        )
-        .await;
+        let kept = keep_secrets(&ct, ctx).await?;
+        let note = match kept.as_slice() {
+            [] => "deletionPolicy is Retain; the guest is left in place".to_owned(),
+            names => format!(
+                "deletionPolicy is Retain; the guest is left in place, and so are the Secrets {}",
+                names.join(", ")
+            ),
+        };
+        k8s::publish_event(&ctx.recorder, ct.as_ref(), EventType::Normal, "Retained", DELETE_ACTION, note).await;
         return Ok(Action::await_change());
     }
     let status = ct.status.clone().unwrap_or_default();
@@ -89,4 +90,32 @@ pub(super) async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Err
     )
     .await;
     Ok(Action::await_change())
+}
+
+/// With Retain the guest stays, so its root password and credentials must
+/// too: the Secrets the Container owns lose their owner reference to it, and
+/// garbage collection leaves them. Returns the names of the Secrets kept.
+async fn keep_secrets(ct: &Container, ctx: &Context) -> Result<Vec<String>, Error> {
+    let uid = ct.uid().unwrap_or_default();
+    let status = ct.status.clone().unwrap_or_default();
+    let names = [status.root_password_secret_ref.map(|r| r.name), status.credentials_secret_ref.map(|r| r.name)];
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
+    let mut kept = Vec::new();
+    for name in names.into_iter().flatten() {
+        let Some(secret) = secrets.get_opt(&name).await? else { continue };
+        let owners = secret.metadata.owner_references.unwrap_or_default();
+        if !owners.iter().any(|owner| owner.uid == uid) {
+            continue;
+        }
+        let others: Vec<_> = owners.into_iter().filter(|owner| owner.uid != uid).collect();
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": secret.metadata.resource_version,
+                "ownerReferences": if others.is_empty() { serde_json::Value::Null } else { serde_json::json!(others) },
+            }
+        });
+        secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        kept.push(name);
+    }
+    Ok(kept)
 }
