@@ -275,3 +275,37 @@ async fn retain_keeps_the_guest_and_its_secrets() {
         assert!(!secret.data.unwrap_or_default().is_empty(), "{name} keeps its values");
     }
 }
+
+#[tokio::test]
+async fn a_generated_password_secret_of_another_container_is_not_taken() {
+    let mut world = World::new("pwowner").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    world.apply(template("web", false)).await.expect("template");
+    // A Container that owns a Secret named like the next one's generated one.
+    world
+        .apply(json!({"apiVersion": "infrahaus.io/v1alpha1", "kind": "Container", "metadata": {"name": "holder"},
+                      "spec": {"nodeRef": {"name": "nowhere"}}}))
+        .await
+        .expect("holder");
+    let holder = world.container("holder").await.expect("holder");
+    world
+        .apply(json!({"apiVersion": "v1", "kind": "Secret",
+                      "metadata": {"name": "again-root-password", "ownerReferences": [{
+                          "apiVersion": "infrahaus.io/v1alpha1", "kind": "Container", "name": "holder",
+                          "uid": holder.metadata.uid, "controller": true}]},
+                      "stringData": {"password": "holders-password"}}))
+        .await
+        .expect("secret");
+    world.apply(container("again", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+
+    let ct = world
+        .wait_for("again", READY_TIMEOUT, "Ready or Error", |ct| {
+            matches!(ct.status.as_ref().and_then(|s| s.phase), Some(Phase::Ready | Phase::Error))
+        })
+        .await
+        .expect("settled");
+    let status = ct.status.expect("status");
+    let message = status.message.unwrap_or_default();
+    assert_eq!(status.phase, Some(Phase::Error), "took another Container's password Secret: {message}");
+    assert!(message.contains("again-root-password belongs to Container holder"), "{message}");
+}

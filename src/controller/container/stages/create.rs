@@ -213,6 +213,34 @@ fn features(features: &crate::crd::Features) -> Option<String> {
     (!on.is_empty()).then(|| on.join(","))
 }
 
+/// A generated `<name>-root-password` found in place must be this Container's
+/// (or nobody's: created by hand). One owned by an earlier Container of the
+/// same name is garbage-collected soon, and the password with it, so it is
+/// waited out; one owned by another live Container is not this one's to use.
+async fn check_generated_secret_owner(job: &Job<'_>, secret: &Secret) -> Result<(), Error> {
+    let owners = secret.metadata.owner_references.as_deref().unwrap_or_default();
+    let Some(owner) = owners.iter().find(|owner| owner.controller == Some(true)) else { return Ok(()) };
+    if owner.uid == job.uid {
+        return Ok(());
+    }
+    let name = secret.metadata.name.as_deref().unwrap_or_default();
+    let alive = owner.kind == "Container"
+        && job.api.get_opt(&owner.name).await?.is_some_and(|other| other.metadata.uid.as_deref() == Some(&owner.uid));
+    if alive {
+        return Err(Error::permanent(
+            reasons::INVALID_REFERENCE,
+            format!(
+                "Secret {name} belongs to Container {}; delete it, or name a Secret in spec.rootPasswordSecretRef",
+                owner.name
+            ),
+        ));
+    }
+    Err(Error::transient(format!(
+        "Secret {name} is left from an earlier {} {}; waiting for it to be garbage-collected",
+        owner.kind, owner.name
+    )))
+}
+
 /// The root password: from the user's Secret, or generated once into
 /// `<name>-root-password`, owned by the Container.
 async fn root_password(job: &mut Job<'_>) -> Result<String, Error> {
@@ -222,6 +250,9 @@ async fn root_password(job: &mut Job<'_>) -> Result<String, Error> {
         None => KeyRef { name: format!("{}-root-password", job.name), key: "password".into() },
     };
     if let Some(secret) = secrets.get_opt(&key_ref.name).await? {
+        if job.ct.spec.root_password_secret_ref.is_none() {
+            check_generated_secret_owner(job, &secret).await?;
+        }
         let value = k8s::secret_key(&secret, &key_ref.key).map(|v| String::from_utf8_lossy(&v).into_owned());
         match value {
             Some(password) if !password.is_empty() => {
