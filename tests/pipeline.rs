@@ -232,3 +232,56 @@ async fn a_failure_with_long_output_keeps_its_event_and_a_bounded_status() {
     assert!(note.len() <= 1024, "{} bytes", note.len());
     assert!(note.starts_with("syncing failed: script 10-noisy.sh exited with code 4"), "{note}");
 }
+
+#[tokio::test]
+async fn percent_never_goes_down_within_a_generation_across_a_restart() {
+    let mut world = World::new("percent").await.expect("world");
+    let first = world.start_controller(&[]).expect("controller");
+    let mut slow = template("web", false);
+    slow["spec"]["scripts"] = json!([
+        {"name": "10-first.sh", "content": "#!/bin/bash\necho one\n"},
+        {"name": "20-slow.sh", "content": "#!/bin/bash\nsleep 6\necho done\n"}
+    ]);
+    world.apply(slow).await.expect("template");
+    world.apply(container("steady", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    world
+        .wait_for("steady", READY_TIMEOUT, "the slow script running", |ct| {
+            ct.status.as_ref().and_then(|s| s.progress).is_some_and(|p| p >= 81)
+        })
+        .await
+        .expect("Syncing past the first script");
+    world.controller(first).kill();
+    world.start_controller(&[]).expect("second controller");
+    world.wait_phase("steady", Phase::Ready, READY_TIMEOUT).await.expect("Ready after the restart");
+
+    let events = world.redis_stream("steady").await.expect("stream");
+    let percents: Vec<u64> = events.iter().filter_map(|event| event["percent"].as_u64()).collect();
+    assert!(percents.len() > 10, "{events:?}");
+    assert!(percents.windows(2).all(|pair| pair[0] <= pair[1]), "percent went down: {percents:?}");
+}
+
+#[tokio::test]
+async fn percent_never_goes_down_within_a_generation_across_a_retry() {
+    let mut world = World::new("percent").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    world.apply(template("web", true)).await.expect("template");
+    world.apply(container("steady", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    world.wait_phase("steady", Phase::Error, READY_TIMEOUT).await.expect("Error");
+
+    world.apply(template("web", false)).await.expect("fixed template");
+    let mut retried = container("steady", "web", json!({"ipv4": "dhcp"}));
+    retried["metadata"]["annotations"] = json!({"infrahaus.io/retry": "1"});
+    world.apply(retried).await.expect("retry annotation");
+    world
+        .wait_for("steady", READY_TIMEOUT, "retry picked up", |ct| {
+            ct.status.as_ref().and_then(|s| s.last_applied_retry.as_deref()) == Some("1")
+        })
+        .await
+        .expect("controller acts on the retry annotation");
+    world.wait_phase("steady", Phase::Ready, READY_TIMEOUT).await.expect("Ready after the retry");
+
+    let events = world.redis_stream("steady").await.expect("stream");
+    let percents: Vec<u64> = events.iter().filter_map(|event| event["percent"].as_u64()).collect();
+    assert!(percents.len() > 10, "{events:?}");
+    assert!(percents.windows(2).all(|pair| pair[0] <= pair[1]), "percent went down: {percents:?}");
+}

@@ -15,7 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::resolve::Inputs;
 use crate::controller::Context;
 use crate::crd::conditions::reasons;
-use crate::crd::{Container, ContainerStatus, ContainerTemplateSpec, StageName, StageState};
+use crate::crd::{Container, ContainerStatus, ContainerTemplateSpec, Phase, StageName, StageState};
 use crate::error::Error;
 use crate::k8s;
 use crate::progress::{ContainerRef, LogStream, ProgressEvent};
@@ -55,7 +55,11 @@ impl<'a> Job<'a> {
         let namespace = ct.namespace().unwrap_or_default();
         let api = Api::namespaced(ctx.client.clone(), &namespace);
         let status = ct.status.clone().unwrap_or_default();
-        let same_generation = status.observed_generation == ct.metadata.generation;
+        // The recorded percent belongs to this generation unless the status
+        // settled an earlier one: a run in flight (resumed after a restart or
+        // a transient failure) and a retry of this generation continue from it.
+        let settled = matches!(status.phase, Some(Phase::Ready | Phase::Error));
+        let same_generation = !settled || status.observed_generation == ct.metadata.generation;
         Self {
             ctx,
             api,
