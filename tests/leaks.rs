@@ -79,3 +79,34 @@ async fn no_secret_in_text_logs_events_status_or_redis() {
 async fn no_secret_in_json_logs_events_status_or_redis() {
     nothing_leaks("json").await;
 }
+
+#[tokio::test]
+async fn a_script_that_prints_a_secret_file_leaks_nothing() {
+    let mut world = World::new("printing").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    let token = "app-token-8c1f2e9d";
+    world
+        .apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-secret"},
+                      "stringData": {"token": token}}))
+        .await
+        .expect("secret");
+    let mut web = template("web", false);
+    web["spec"]["files"] = json!([{"path": "/etc/app/token", "mode": "0600",
+                                   "contentFrom": {"secretKeyRef": {"name": "app-secret", "key": "token"}}}]);
+    web["spec"]["scripts"] = json!([{"name": "10-print.sh",
+        "content": "#!/bin/bash\nset -x\nTOKEN=$(cat /etc/app/token)\necho \"token is $TOKEN\"\ncat /etc/app/token >&2\nexit 5\n"}]);
+    world.apply(web).await.expect("template");
+    world.apply(container("printing", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    let ct = world.wait_phase("printing", Phase::Error, READY_TIMEOUT).await.expect("Error");
+
+    let message = ct.status.clone().expect("status").message.unwrap_or_default();
+    assert!(message.contains("token is [redacted]"), "the line is kept, the value replaced: {message}");
+    let status = serde_json::to_string(&ct.status).expect("status json");
+    let stream = serde_json::to_string(&world.redis_stream("printing").await.expect("stream")).expect("json");
+    assert!(stream.contains("[redacted]"), "{stream}");
+    let events = world.api::<CoreEvent>().list(&Default::default()).await.expect("events");
+    let notes = serde_json::to_string(&events.items).expect("events json");
+    for (place, text) in [("status", &status), ("Redis", &stream), ("Events", &notes)] {
+        assert!(!text.contains(token), "the token reached {place}");
+    }
+}

@@ -98,7 +98,7 @@ async fn find_address(job: &mut Job<'_>) -> Result<IpAddr, Error> {
     }
 }
 
-async fn file_content(job: &Job<'_>, file: &TemplateFile) -> Result<Vec<u8>, Error> {
+pub(super) async fn file_content(job: &Job<'_>, file: &TemplateFile) -> Result<Vec<u8>, Error> {
     if let Some(content) = &file.content {
         return Ok(content.clone().into_bytes());
     }

@@ -4,9 +4,13 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+
 use super::super::job::Job;
 use crate::crd::conditions::reasons;
 use crate::error::Error;
+use crate::k8s;
 use crate::layout::{self, SCRIPT_MODE, SYNC_COMMAND};
 use crate::ssh::{ExitStatus, SshSession, Stream};
 
@@ -15,7 +19,13 @@ const TAIL_LINES: usize = 10;
 const CONFIG_SYNC_NAME: &str = "config-sync.sh";
 const CONFIG_SYNC_TIMEOUT: Duration = Duration::from_secs(1800);
 
+/// What replaces a secret value in script output.
+const REDACTED: &str = "[redacted]";
+/// Shorter values are not redacted: they would blank out ordinary words.
+const MIN_REDACTED_LEN: usize = 4;
+
 pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
+    let redactions = Redactions::new(known_secrets(job).await?);
     let session = job.ssh_recorded().await?;
 
     let scripts: Vec<_> = job
@@ -27,7 +37,7 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
     let percent = |done: i32| 100 * done / steps;
 
     job.progress(percent(0), "Running config-sync.sh (packages)").await?;
-    run_script(job, &session, CONFIG_SYNC_NAME, SYNC_COMMAND, CONFIG_SYNC_TIMEOUT).await?;
+    run_script(job, &session, &redactions, CONFIG_SYNC_NAME, SYNC_COMMAND, CONFIG_SYNC_TIMEOUT).await?;
 
     for (index, script) in scripts.iter().enumerate() {
         let done = index as i32 + 1;
@@ -36,7 +46,7 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
         session.upload(&path, script.content.as_bytes(), SCRIPT_MODE).await?;
         let command = layout::script_command(&script.name)?;
         let timeout = Duration::from_secs(script.timeout_seconds.max(1) as u64);
-        run_script(job, &session, &script.name, &command, timeout).await?;
+        run_script(job, &session, &redactions, &script.name, &command, timeout).await?;
     }
     let _ = session.close().await;
     job.progress(100, format!("{} scripts completed", scripts.len())).await?;
@@ -49,6 +59,7 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
 async fn run_script(
     job: &mut Job<'_>,
     session: &SshSession,
+    redactions: &Redactions,
     name: &str,
     command: &str,
     timeout: Duration,
@@ -69,6 +80,7 @@ async fn run_script(
         tokio::select! {
             biased;
             Some((stream, line)) = lines_rx.recv() => {
+                let line = redactions.apply(&line);
                 remember(&line, &mut tail);
                 job.log(name, stream, &line).await;
             }
@@ -77,6 +89,7 @@ async fn run_script(
     };
     // Lines that arrived together with the exit status.
     while let Ok((stream, line)) = lines_rx.try_recv() {
+        let line = redactions.apply(&line);
         remember(&line, &mut tail);
         job.log(name, stream, &line).await;
     }
@@ -95,9 +108,72 @@ async fn run_script(
     }
 }
 
+/// The secret values the controller itself placed in the container: the
+/// root password and the content of every file taken from a Secret. A script
+/// that prints them (`cat`, `set -x`) must not carry them into Redis, status
+/// or Events.
+async fn known_secrets(job: &Job<'_>) -> Result<Vec<String>, Error> {
+    let mut values = Vec::new();
+    if let Some(key_ref) = job.status.root_password_secret_ref.clone() {
+        let secrets: Api<Secret> = Api::namespaced(job.ctx.client.clone(), &job.namespace);
+        if let Some(value) = secrets.get_opt(&key_ref.name).await?.and_then(|s| k8s::secret_key(&s, &key_ref.key)) {
+            values.push(String::from_utf8_lossy(&value).into_owned());
+        }
+    }
+    let files: Vec<_> = job.template.as_ref().map(|(_, t)| t.files.clone()).unwrap_or_default();
+    for file in files.iter().filter(|f| f.content_from.as_ref().is_some_and(|c| c.secret_key_ref.is_some())) {
+        let content = super::deploy::file_content(job, file).await?;
+        values.push(String::from_utf8_lossy(&content).into_owned());
+    }
+    Ok(values)
+}
+
+/// Known secret values, longest first, each also line by line (output
+/// arrives in lines, so a multi-line secret shows up one line at a time).
+struct Redactions(Vec<String>);
+
+impl Redactions {
+    fn new(values: Vec<String>) -> Self {
+        let mut all: Vec<String> = values
+            .iter()
+            .flat_map(|value| std::iter::once(value.trim()).chain(value.lines().map(str::trim)))
+            .filter(|value| value.len() >= MIN_REDACTED_LEN)
+            .map(str::to_owned)
+            .collect();
+        all.sort_by_key(|value| std::cmp::Reverse(value.len()));
+        all.dedup();
+        Self(all)
+    }
+
+    fn apply(&self, line: &str) -> String {
+        self.0.iter().fold(line.to_owned(), |line, secret| line.replace(secret.as_str(), REDACTED))
+    }
+}
+
 fn describe(status: &ExitStatus) -> String {
     match status.code() {
         Some(code) => format!("exited with code {code}"),
         None => format!("ended abnormally ({status})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_secrets_are_redacted_from_output_lines() {
+        let redactions =
+            Redactions::new(vec!["hunter2-long".into(), "line one secret\nline two secret\n".into(), "ab".into()]);
+        let cases = [
+            ("password: hunter2-long", "password: [redacted]"),
+            ("+ echo line two secret", "+ echo [redacted]"),
+            ("hunter2-longhunter2-long", "[redacted][redacted]"),
+            ("ab is too short to hide", "ab is too short to hide"),
+            ("nothing here", "nothing here"),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(redactions.apply(line), expected, "{line}");
+        }
     }
 }
