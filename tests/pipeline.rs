@@ -285,3 +285,26 @@ async fn percent_never_goes_down_within_a_generation_across_a_retry() {
     assert!(percents.len() > 10, "{events:?}");
     assert!(percents.windows(2).all(|pair| pair[0] <= pair[1]), "percent went down: {percents:?}");
 }
+
+#[tokio::test]
+async fn a_changed_static_address_does_not_strand_a_ready_container() {
+    let mut world = World::new("readdress").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    world.apply(template("web", false)).await.expect("template");
+    let network = |ip: &str| json!({"bridge": "vmbr0", "ipv4": ip, "gateway": "127.0.102.1"});
+    world.apply(container("moving", "web", network("127.0.102.7/24"))).await.expect("container");
+    world.wait_phase("moving", Phase::Ready, READY_TIMEOUT).await.expect("Ready");
+
+    // Until network changes are applied to the guest, it keeps its address,
+    // and the new generation is deployed there.
+    world.apply(container("moving", "web", network("127.0.102.8/24"))).await.expect("changed address");
+    let ct = world
+        .wait_for("moving", Duration::from_secs(90), "Ready for the new generation", |ct| {
+            let status = ct.status.as_ref();
+            status.and_then(|s| s.phase) == Some(Phase::Ready)
+                && status.and_then(|s| s.observed_generation) == ct.metadata.generation
+        })
+        .await
+        .expect("not stuck in Deploying");
+    assert_eq!(ct.status.and_then(|s| s.ip_address).as_deref(), Some("127.0.102.7"), "the address the guest has");
+}

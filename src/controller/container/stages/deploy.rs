@@ -67,18 +67,10 @@ async fn run_checked(session: &crate::ssh::SshSession, command: &str, what: &str
 }
 
 /// The static address from the spec, or the one DHCP gave eth0.
+/// The address the guest has on eth0, as Proxmox reports it, for a static
+/// address too: a changed `spec.network.ipv4` is not applied to a running
+/// guest, which keeps answering at its old address.
 async fn find_address(job: &mut Job<'_>) -> Result<IpAddr, Error> {
-    if let Some(ip) = job.ct.spec.network.as_ref().and_then(|n| n.ipv4.as_deref()) {
-        if ip != "dhcp" {
-            let addr = ip.split('/').next().unwrap_or(ip);
-            return addr.parse().map_err(|_| {
-                Error::permanent(
-                    reasons::INVALID_PARAMETERS,
-                    format!("spec.network.ipv4 {ip:?} is not an IPv4 address"),
-                )
-            });
-        }
-    }
     let node = job.node.clone();
     let vmid = job.vmid()?;
     let timings = &job.ctx.timings;
