@@ -309,3 +309,54 @@ async fn a_generated_password_secret_of_another_container_is_not_taken() {
     assert_eq!(status.phase, Some(Phase::Error), "took another Container's password Secret: {message}");
     assert!(message.contains("again-root-password belongs to Container holder"), "{message}");
 }
+
+#[tokio::test]
+async fn deletion_needs_no_template() {
+    let mut world = World::new("orphan").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    world.apply(template("web", false)).await.expect("template");
+    world.apply(container("orphan", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    let ct = world.wait_phase("orphan", Phase::Ready, READY_TIMEOUT).await.expect("Ready");
+    let vmid = ct.status.expect("status").vmid.expect("vmid");
+
+    // The template goes first, as with `kubectl delete ns` or an Argo CD prune.
+    world
+        .api::<infrahaus_operator::crd::ContainerTemplate>()
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete template");
+    world.api::<Container>().delete("orphan", &DeleteParams::default()).await.expect("delete");
+    wait_gone(&world, "orphan").await;
+    assert!(!guest_exists(&world, vmid).await, "CT {vmid} destroyed");
+}
+
+#[tokio::test]
+async fn deletion_without_its_node_holds_and_says_why() {
+    let mut world = World::new("nodeless").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    world.apply(template("web", false)).await.expect("template");
+    world.apply(container("nodeless", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    let ct = world.wait_phase("nodeless", Phase::Ready, READY_TIMEOUT).await.expect("Ready");
+    let vmid = ct.status.expect("status").vmid.expect("vmid");
+
+    world
+        .api::<infrahaus_operator::crd::ProxmoxNode>()
+        .delete("pve1", &DeleteParams::default())
+        .await
+        .expect("delete node");
+    world.api::<Container>().delete("nodeless", &DeleteParams::default()).await.expect("delete");
+    let ct = world
+        .wait_for("nodeless", Duration::from_secs(30), "the reason in status", |ct| {
+            ct.status.as_ref().and_then(|s| s.message.as_deref()).is_some_and(|m| m.contains("waits"))
+        })
+        .await
+        .expect("status says why the deletion waits");
+    let message = ct.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(message.contains("ProxmoxNode pve1"), "{message}");
+    assert!(guest_exists(&world, vmid).await, "the guest is not leaked");
+
+    // The node comes back: the deletion completes.
+    world.apply_node("pve1").await.expect("node again");
+    wait_gone(&world, "nodeless").await;
+    assert!(!guest_exists(&world, vmid).await, "CT {vmid} destroyed");
+}

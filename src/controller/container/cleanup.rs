@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 
-use super::resolve::resolve;
+use super::resolve::resolve_node;
 use crate::controller::Context;
 use crate::crd::{Container, DeletionPolicy, Phase};
 use crate::error::Error;
@@ -37,7 +37,13 @@ pub(super) async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Err
     let Some(vmid) = status.vmid.or(ct.spec.vmid).map(|v| v as u32) else {
         return Ok(Action::await_change());
     };
-    let inputs = resolve(&ct, ctx).await?;
+    let inputs = match resolve_node(&ct, ctx).await {
+        Ok(inputs) => inputs,
+        Err(error) => {
+            report_waiting(&ct, ctx, vmid, &error).await;
+            return Err(error);
+        }
+    };
     let pve = &inputs.pve;
     let node = &inputs.node_name;
     let uid = ct.uid().unwrap_or_default();
@@ -90,6 +96,22 @@ pub(super) async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Err
     )
     .await;
     Ok(Action::await_change())
+}
+
+/// Says in the status why the guest cannot be deleted yet (its ProxmoxNode or
+/// token Secret is gone): the finalizer holds, so the guest is not leaked.
+async fn report_waiting(ct: &Container, ctx: &Context, vmid: u32, error: &Error) {
+    let mut status = ct.status.clone().unwrap_or_default();
+    let message = format!("deleting CT {vmid} waits: {error}");
+    if status.message.as_deref() == Some(message.as_str()) {
+        return;
+    }
+    status.phase = Some(Phase::Deleting);
+    status.message = Some(message);
+    let api: Api<Container> = Api::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
+    if let Err(error) = k8s::apply_status(&api, &ct.name_any(), &status).await {
+        tracing::warn!(%error, "could not record why the deletion waits");
+    }
 }
 
 /// With Retain the guest stays, so its root password and credentials must

@@ -23,6 +23,23 @@ pub(crate) struct Inputs {
 }
 
 pub(crate) async fn resolve(ct: &Container, ctx: &Context) -> Result<Inputs, Error> {
+    let mut inputs = resolve_node(ct, ctx).await?;
+    if let Some(r) = &ct.spec.template_ref {
+        let templates: Api<ContainerTemplate> =
+            Api::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
+        let template = templates
+            .get_opt(&r.name)
+            .await?
+            .ok_or_else(|| Error::transient(format!("waiting for ContainerTemplate {}", r.name)))?;
+        inputs.template = Some((r.name.clone(), template.spec));
+    }
+    Ok(inputs)
+}
+
+/// The node and its token only, all that deleting a guest needs: a template
+/// deleted first (`kubectl delete ns`, an Argo CD Application going away)
+/// must not hold the Container's deletion.
+pub(crate) async fn resolve_node(ct: &Container, ctx: &Context) -> Result<Inputs, Error> {
     let namespace = ct.namespace().unwrap_or_default();
     let nodes: Api<ProxmoxNode> = Api::namespaced(ctx.client.clone(), &namespace);
     let node_name = &ct.spec.node_ref.name;
@@ -31,23 +48,12 @@ pub(crate) async fn resolve(ct: &Container, ctx: &Context) -> Result<Inputs, Err
         .await?
         .ok_or_else(|| Error::transient(format!("waiting for ProxmoxNode {node_name}")))?;
     let pve = proxmox_client(&node, &namespace, ctx).await?;
-    let template = match &ct.spec.template_ref {
-        Some(r) => {
-            let templates: Api<ContainerTemplate> = Api::namespaced(ctx.client.clone(), &namespace);
-            let template = templates
-                .get_opt(&r.name)
-                .await?
-                .ok_or_else(|| Error::transient(format!("waiting for ContainerTemplate {}", r.name)))?;
-            Some((r.name.clone(), template.spec))
-        }
-        None => None,
-    };
     Ok(Inputs {
         pve,
         node_name: node.spec.node_name.clone(),
         node_key: format!("{namespace}/{node_name}"),
         max_operations: node.spec.max_concurrent_operations.max(1) as usize,
-        template,
+        template: None,
     })
 }
 
