@@ -310,14 +310,20 @@ async fn a_generated_password_secret_of_another_container_is_not_taken() {
     assert!(message.contains("again-root-password belongs to Container holder"), "{message}");
 }
 
-#[tokio::test]
-async fn deletion_needs_no_template() {
-    let mut world = World::new("orphan").await.expect("world");
+/// A world with the web template and a Ready Container `name` (also the
+/// world's prefix); returns the world and the guest's vmid.
+async fn ready_container(name: &str) -> (World, i32) {
+    let mut world = World::new(name).await.expect("world");
     world.start_controller(&[]).expect("controller");
     world.apply(template("web", false)).await.expect("template");
-    world.apply(container("orphan", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
-    let ct = world.wait_phase("orphan", Phase::Ready, READY_TIMEOUT).await.expect("Ready");
-    let vmid = ct.status.expect("status").vmid.expect("vmid");
+    world.apply(container(name, "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    let ct = world.wait_phase(name, Phase::Ready, READY_TIMEOUT).await.expect("Ready");
+    (world, ct.status.expect("status").vmid.expect("vmid"))
+}
+
+#[tokio::test]
+async fn deletion_needs_no_template() {
+    let (world, vmid) = ready_container("orphan").await;
 
     // The template goes first, as with `kubectl delete ns` or an Argo CD prune.
     world
@@ -332,12 +338,7 @@ async fn deletion_needs_no_template() {
 
 #[tokio::test]
 async fn deletion_without_its_node_holds_and_says_why() {
-    let mut world = World::new("nodeless").await.expect("world");
-    world.start_controller(&[]).expect("controller");
-    world.apply(template("web", false)).await.expect("template");
-    world.apply(container("nodeless", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
-    let ct = world.wait_phase("nodeless", Phase::Ready, READY_TIMEOUT).await.expect("Ready");
-    let vmid = ct.status.expect("status").vmid.expect("vmid");
+    let (world, vmid) = ready_container("nodeless").await;
 
     world
         .api::<infrahaus_operator::crd::ProxmoxNode>()

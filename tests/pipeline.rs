@@ -233,6 +233,15 @@ async fn a_failure_with_long_output_keeps_its_event_and_a_bounded_status() {
     assert!(note.starts_with("syncing failed: script 10-noisy.sh exited with code 4"), "{note}");
 }
 
+/// The percents of every event in the Container's Redis stream, in order,
+/// never go down (one generation).
+async fn assert_percent_never_goes_down(world: &World, name: &str) {
+    let events = world.redis_stream(name).await.expect("stream");
+    let percents: Vec<u64> = events.iter().filter_map(|event| event["percent"].as_u64()).collect();
+    assert!(percents.len() > 10, "{events:?}");
+    assert!(percents.windows(2).all(|pair| pair[0] <= pair[1]), "percent went down: {percents:?}");
+}
+
 #[tokio::test]
 async fn percent_never_goes_down_within_a_generation_across_a_restart() {
     let mut world = World::new("percent").await.expect("world");
@@ -254,10 +263,7 @@ async fn percent_never_goes_down_within_a_generation_across_a_restart() {
     world.start_controller(&[]).expect("second controller");
     world.wait_phase("steady", Phase::Ready, READY_TIMEOUT).await.expect("Ready after the restart");
 
-    let events = world.redis_stream("steady").await.expect("stream");
-    let percents: Vec<u64> = events.iter().filter_map(|event| event["percent"].as_u64()).collect();
-    assert!(percents.len() > 10, "{events:?}");
-    assert!(percents.windows(2).all(|pair| pair[0] <= pair[1]), "percent went down: {percents:?}");
+    assert_percent_never_goes_down(&world, "steady").await;
 }
 
 #[tokio::test]
@@ -280,10 +286,7 @@ async fn percent_never_goes_down_within_a_generation_across_a_retry() {
         .expect("controller acts on the retry annotation");
     world.wait_phase("steady", Phase::Ready, READY_TIMEOUT).await.expect("Ready after the retry");
 
-    let events = world.redis_stream("steady").await.expect("stream");
-    let percents: Vec<u64> = events.iter().filter_map(|event| event["percent"].as_u64()).collect();
-    assert!(percents.len() > 10, "{events:?}");
-    assert!(percents.windows(2).all(|pair| pair[0] <= pair[1]), "percent went down: {percents:?}");
+    assert_percent_never_goes_down(&world, "steady").await;
 }
 
 #[tokio::test]
