@@ -88,6 +88,12 @@ async fn watch(args: &WatchArgs, console: &mut Console) -> anyhow::Result<Outcom
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::ContainerRef;
+
+    /// The Container the watch tests' events are about.
+    pub(super) fn web() -> ContainerRef {
+        ContainerRef::new("default", "web-1", "uid-1")
+    }
 
     #[test]
     fn exit_codes_tell_ready_from_error_and_timeout() {

@@ -188,11 +188,7 @@ impl Console {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::progress::ContainerRef;
-
-    fn web() -> ContainerRef {
-        ContainerRef::new("default", "web-1", "uid-1")
-    }
+    use crate::watch::tests::web;
 
     #[test]
     fn output_style_follows_the_terminal_and_no_color() {

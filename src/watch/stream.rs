@@ -164,10 +164,7 @@ async fn read_after(
 mod tests {
     use super::*;
     use crate::progress::ContainerRef;
-
-    fn web() -> ContainerRef {
-        ContainerRef::new("default", "web-1", "uid-1")
-    }
+    use crate::watch::tests::web;
 
     #[test]
     fn replay_starts_at_the_current_run() {

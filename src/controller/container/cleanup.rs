@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 
-use super::resolve::resolve_node;
+use super::resolve::{report_waiting, resolve_node};
 use crate::controller::Context;
 use crate::crd::{Container, DeletionPolicy, Phase};
 use crate::error::Error;
@@ -40,7 +40,9 @@ pub(super) async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Err
     let inputs = match resolve_node(&ct, ctx).await {
         Ok(inputs) => inputs,
         Err(error) => {
-            report_waiting(&ct, ctx, vmid, &error).await;
+            // The finalizer holds, so the guest is not leaked; the status says why.
+            let message = format!("deleting CT {vmid} waits: {error}");
+            report_waiting(&ct, ctx, message, |_| Phase::Deleting).await;
             return Err(error);
         }
     };
@@ -96,22 +98,6 @@ pub(super) async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Err
     )
     .await;
     Ok(Action::await_change())
-}
-
-/// Says in the status why the guest cannot be deleted yet (its ProxmoxNode or
-/// token Secret is gone): the finalizer holds, so the guest is not leaked.
-async fn report_waiting(ct: &Container, ctx: &Context, vmid: u32, error: &Error) {
-    let mut status = ct.status.clone().unwrap_or_default();
-    let message = format!("deleting CT {vmid} waits: {error}");
-    if status.message.as_deref() == Some(message.as_str()) {
-        return;
-    }
-    status.phase = Some(Phase::Deleting);
-    status.message = Some(message);
-    let api: Api<Container> = Api::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
-    if let Err(error) = k8s::apply_status(&api, &ct.name_any(), &status).await {
-        tracing::warn!(%error, "could not record why the deletion waits");
-    }
 }
 
 /// With Retain the guest stays, so its root password and credentials must

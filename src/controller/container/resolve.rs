@@ -60,12 +60,23 @@ pub(crate) async fn resolve_node(ct: &Container, ctx: &Context) -> Result<Inputs
 /// Shows why a Container cannot start yet (a reference not there yet, an
 /// unusable token Secret) in its status, keeping everything else.
 pub(crate) async fn report_unresolved(ct: &Container, ctx: &Context, error: &Error) {
+    report_waiting(ct, ctx, error.to_string(), |phase| phase.unwrap_or(Phase::Pending)).await;
+}
+
+/// Shows `message` (why the Container waits) in its status with the phase
+/// `phase` makes of the current one, keeping everything else; writes nothing
+/// when the message is already shown.
+pub(crate) async fn report_waiting(
+    ct: &Container,
+    ctx: &Context,
+    message: String,
+    phase: impl FnOnce(Option<Phase>) -> Phase,
+) {
     let mut status = ct.status.clone().unwrap_or_default();
-    let message = error.to_string();
     if status.message.as_deref() == Some(message.as_str()) {
         return;
     }
-    status.phase.get_or_insert(Phase::Pending);
+    status.phase = Some(phase(status.phase));
     status.message = Some(message);
     let api: Api<Container> = Api::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
     if let Err(error) = k8s::apply_status(&api, &ct.name_any(), &status).await {

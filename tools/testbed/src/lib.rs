@@ -31,46 +31,35 @@ fn shared<T: Send + Sync + 'static>(
     cell: &'static OnceLock<std::result::Result<T, String>>,
     start: fn() -> Result<T>,
 ) -> Result<&'static T> {
-    cell.get_or_init(|| {
-        // Start on a plain thread: the servers must not depend on any one
-        // test's async runtime, and start-up uses blocking I/O.
-        std::thread::spawn(move || start().map_err(|e| format!("{e:#}")))
-            .join()
-            .unwrap_or_else(|_| Err("test bed start-up panicked".into()))
-    })
-    .as_ref()
-    .map_err(|e| anyhow::anyhow!("{e}"))
+    cell.get_or_init(|| on_plain_thread(start).map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Runs `start` on a plain thread: the servers must not depend on any one
+/// test's async runtime, and start-up uses blocking I/O.
+fn on_plain_thread<T: Send + 'static>(start: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    std::thread::spawn(start).join().unwrap_or_else(|_| Err(anyhow::anyhow!("test bed start-up panicked")))
+}
+
+/// A control plane in a work directory removed at exit.
+fn start_kube() -> Result<KubeEnv> {
+    let dir = process::work_dir("infrahaus-kube")?;
+    process::remove_at_exit(dir.clone());
+    KubeEnv::start(&dir, KubeEnvOptions::default())
 }
 
 /// The shared Kubernetes control plane of this test binary, started on first use.
 pub async fn kube() -> Result<&'static KubeEnv> {
     static KUBE: OnceLock<std::result::Result<KubeEnv, String>> = OnceLock::new();
-    tokio::task::spawn_blocking(|| {
-        shared(&KUBE, || {
-            let dir = process::work_dir("infrahaus-kube")?;
-            process::remove_at_exit(dir.clone());
-            KubeEnv::start(&dir, KubeEnvOptions::default())
-        })
-    })
-    .await?
+    tokio::task::spawn_blocking(|| shared(&KUBE, start_kube)).await?
 }
 
 /// An API server of its own (etcd, kube-apiserver, kube-controller-manager)
 /// for a test whose controller watches every namespace and so must not see
 /// the other tests' objects on the shared one. It runs until the process exits.
 pub async fn private_kube() -> Result<&'static KubeEnv> {
-    tokio::task::spawn_blocking(|| {
-        // A plain thread, as for the shared servers.
-        std::thread::spawn(|| {
-            let dir = process::work_dir("infrahaus-kube")?;
-            process::remove_at_exit(dir.clone());
-            let env = KubeEnv::start(&dir, KubeEnvOptions::default())?;
-            anyhow::Ok(&*Box::leak(Box::new(env)))
-        })
-        .join()
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("test bed start-up panicked")))
-    })
-    .await?
+    tokio::task::spawn_blocking(|| on_plain_thread(|| start_kube().map(|env| &*Box::leak(Box::new(env))))).await?
 }
 
 /// The shared Redis server of this test binary, started on first use.
