@@ -361,3 +361,77 @@ async fn deletion_without_its_node_holds_and_says_why() {
     wait_gone(&world, "nodeless").await;
     assert!(!guest_exists(&world, vmid).await, "CT {vmid} destroyed");
 }
+
+/// The vmids of every guest on the node.
+async fn guest_vmids(world: &World) -> Vec<i64> {
+    let guests = world.pve_get("/nodes/pve1/lxc").await.expect("list guests");
+    let mut vmids: Vec<i64> = guests.as_array().into_iter().flatten().filter_map(|g| g["vmid"].as_i64()).collect();
+    vmids.sort_unstable();
+    vmids
+}
+
+/// Every `vzcreate` the node ran, for any vmid.
+async fn all_vzcreates(world: &World) -> usize {
+    let tasks = world.pve_get("/nodes/pve1/tasks?typefilter=vzcreate&source=all&limit=1000").await.expect("tasks");
+    tasks.as_array().map_or(0, Vec::len)
+}
+
+/// The next `POST /nodes/pve1/lxc` is carried out but its answer is lost, and
+/// the create it starts runs long enough to be seen under its create lock.
+async fn lose_next_create_answer(world: &World) {
+    sim(world, "/sim/task-duration", json!({"type": "vzcreate", "ms": 4000})).await;
+    sim(world, "/sim/drop-response", json!({"method": "POST", "path": "^/nodes/pve1/lxc$"})).await;
+}
+
+#[tokio::test]
+async fn a_lost_create_answer_neither_duplicates_nor_leaks_the_guest() {
+    let mut world = World::new("lostpost").await.expect("world");
+    let first = world.start_controller(&[]).expect("controller");
+    world.apply(template("web", false)).await.expect("template");
+
+    // An allocated vmid: the guest the lost POST made is this Container's.
+    lose_next_create_answer(&world).await;
+    world.apply(container("lost", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    let ct = world.wait_phase("lost", Phase::Ready, READY_TIMEOUT).await.expect("Ready");
+    let vmid = ct.status.expect("status").vmid.expect("vmid");
+    assert_eq!(guest_vmids(&world).await, [i64::from(vmid)], "one guest, no second one beside a leaked first");
+    assert_eq!(all_vzcreates(&world).await, 1, "exactly one vzcreate");
+
+    // spec.vmid: its own guest is not taken for a foreign one.
+    lose_next_create_answer(&world).await;
+    let mut pinned = container("lost-pinned", "web", json!({"ipv4": "dhcp"}));
+    pinned["spec"]["vmid"] = 170.into();
+    world.apply(pinned).await.expect("container");
+    let ct = world
+        .wait_for("lost-pinned", READY_TIMEOUT, "Ready or Error", |ct| {
+            matches!(ct.status.as_ref().and_then(|s| s.phase), Some(Phase::Ready | Phase::Error))
+        })
+        .await
+        .expect("settled");
+    let status = ct.status.expect("status");
+    assert_eq!(status.phase, Some(Phase::Ready), "{:?}", status.message);
+    assert_eq!(all_vzcreates(&world).await, 2);
+
+    // Deleted while the create whose answer was lost still runs, and seen by
+    // a controller that goes straight to the deletion: the guest is waited
+    // for, recognised and destroyed, not left behind.
+    lose_next_create_answer(&world).await;
+    world.apply(container("lost-deleted", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let vmid = loop {
+        let ct = world.container("lost-deleted").await.expect("container");
+        if let Some(vmid) = ct.status.and_then(|s| s.vmid) {
+            if world.vzcreate_tasks(vmid).await.expect("tasks").iter().any(|t| t["endtime"].is_null()) {
+                break vmid;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the create of lost-deleted never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    world.controller(first).kill();
+    world.api::<Container>().delete("lost-deleted", &DeleteParams::default()).await.expect("delete");
+    world.start_controller(&[]).expect("second controller");
+    wait_gone(&world, "lost-deleted").await;
+    assert!(!guest_exists(&world, vmid).await, "CT {vmid} destroyed, not leaked");
+    assert_eq!(guest_vmids(&world).await.len(), 2, "only the two Ready Containers' guests remain");
+}

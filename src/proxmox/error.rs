@@ -91,6 +91,16 @@ pub enum Error {
         waited: Duration,
     },
 
+    /// A guest holds the create lock, but no create task runs for it: the
+    /// moment before Proxmox lists the task, or a create that died.
+    #[error("CT {vmid} on {node} is locked by a create that is not running (yet); it is judged once the lock is gone")]
+    CreateLocked {
+        /// Node name.
+        node: String,
+        /// Guest id.
+        vmid: u32,
+    },
+
     /// A guest stayed locked longer than waited for.
     #[error("CT {vmid} on {node} is still locked ({lock}) after {waited:?}")]
     StillLocked {
@@ -130,7 +140,10 @@ impl Error {
     /// when sent as 500, failed tasks, and answers this client cannot read.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Connection { .. } | Error::TaskTimeout { .. } | Error::StillLocked { .. } => true,
+            Error::Connection { .. }
+            | Error::TaskTimeout { .. }
+            | Error::StillLocked { .. }
+            | Error::CreateLocked { .. } => true,
             Error::Api { status, .. } => {
                 if self.is_lock_contention() {
                     true
@@ -212,7 +225,7 @@ impl Error {
             Error::Decode { .. } => "decode",
             Error::TaskFailed { .. } => "task_failed",
             Error::TaskTimeout { .. } => "task_timeout",
-            Error::StillLocked { .. } => "locked",
+            Error::StillLocked { .. } | Error::CreateLocked { .. } => "locked",
         }
     }
 

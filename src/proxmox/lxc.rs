@@ -328,6 +328,54 @@ impl Client {
         self.data(Method::DELETE, path, params).await
     }
 
+    /// The `vzcreate` task running for `vmid`, if any.
+    pub async fn running_create(&self, node: &str, vmid: u32) -> Result<Option<Upid>, Error> {
+        let tasks = self.list_tasks(node, Some(vmid), Some("vzcreate")).await?;
+        let Some(task) = tasks.into_iter().find(|t| t.is_running()) else { return Ok(None) };
+        task.upid().map(Some).map_err(|e| Error::Decode {
+            method: "GET",
+            endpoint: "/nodes/{node}/tasks",
+            path: format!("/nodes/{node}/tasks"),
+            detail: format!("bad UPID {:?}: {e}", task.upid),
+        })
+    }
+
+    /// The config of `vmid` once no create is running there, or `None` when
+    /// there is no guest (any more).
+    ///
+    /// Proxmox's `create_and_lock_config` first writes a config that holds
+    /// only `lock: create`; the rest, the description with its ownership
+    /// marker too, is written when the create task ends. A guest being created
+    /// cannot be judged anyone's, so its task is waited for first (a failed
+    /// create leaves no guest). A create lock with no create running is
+    /// [`Error::CreateLocked`]: Proxmox lists the task a moment after it takes
+    /// the lock, and a lock left by a create that died stays until someone
+    /// unlocks the guest.
+    pub async fn lxc_config_settled(
+        &self,
+        node: &str,
+        vmid: u32,
+        poll: Duration,
+        timeout: Duration,
+    ) -> Result<Option<LxcConfig>, Error> {
+        let creating = |config: &LxcConfig| config.lock.as_deref() == Some("create");
+        let Some(config) = self.lxc_config_opt(node, vmid).await? else { return Ok(None) };
+        if !creating(&config) {
+            return Ok(Some(config));
+        }
+        if let Some(upid) = self.running_create(node, vmid).await? {
+            tracing::info!(vmid, %upid, "waiting for the create task running at this vmid before judging the guest");
+            match self.wait_task(&upid, poll, timeout).await {
+                Ok(_) | Err(Error::TaskFailed { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        match self.lxc_config_opt(node, vmid).await? {
+            Some(config) if creating(&config) => Err(Error::CreateLocked { node: node.to_string(), vmid }),
+            config => Ok(config),
+        }
+    }
+
     /// Polls `status/current` until the guest holds no lock, and returns that status.
     pub async fn wait_unlocked(
         &self,

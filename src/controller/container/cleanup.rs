@@ -51,13 +51,20 @@ pub(super) async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Err
     let uid = ct.uid().unwrap_or_default();
     let timings = &ctx.timings;
 
-    // A create still running holds the config lock; let it finish first.
+    // A task still running holds the config lock; let it finish first.
     if let Some(upid) = status.task_ref.as_deref().and_then(|t| t.parse::<Upid>().ok()) {
         let _ = pve.wait_task(&upid, timings.task_poll, timings.task_timeout).await;
     }
-    let config = match pve.lxc_config_opt(node, vmid).await? {
-        Some(config) => config,
-        None => return Ok(Action::await_change()),
+    // A create whose answer was lost carries no marker until it ends: judged
+    // before that, our own guest would look foreign and be left behind.
+    let config = match pve.lxc_config_settled(node, vmid, timings.task_poll, timings.task_timeout).await {
+        Ok(Some(config)) => config,
+        Ok(None) => return Ok(Action::await_change()),
+        Err(error) => {
+            let error = Error::from(error);
+            report_waiting(&ct, ctx, format!("deleting CT {vmid} waits: {error}"), |_| Phase::Deleting).await;
+            return Err(error);
+        }
     };
     if !proxmox::is_owned_by(config.description.as_deref(), &uid) {
         k8s::publish_event(

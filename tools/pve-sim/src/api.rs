@@ -2,7 +2,6 @@
 //! collection and verification, the `{"data": ...}` envelope, and the `/sim/*` admin API.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -208,18 +207,24 @@ fn ok(data: Value) -> Response<Full<Bytes>> {
     respond(StatusCode::OK, json!({"data": data}), None)
 }
 
+/// Answers one request. An error closes the connection without an answer,
+/// which only the drop-response fault asks for.
 pub(crate) async fn handle(
     sim: Arc<Sim>,
     auth: Arc<Auth>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let dropped = path.strip_prefix(API_PREFIX).is_some_and(|rel| sim.faults().take_drop(method.as_str(), rel));
     let response = match dispatch(&sim, &auth, req).await {
         Ok(response) => response,
         Err(error) => error_response(error),
     };
-    tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
+    tracing::debug!(%method, %path, status = response.status().as_u16(), dropped, "request");
+    if dropped {
+        return Err(std::io::Error::other(format!("answer to {method} {path} dropped by fault")));
+    }
     Ok(response)
 }
 
@@ -397,6 +402,11 @@ fn admin_api(sim: &Arc<Sim>, method: &Method, path: &str, body: &[u8]) -> ApiRes
         ("POST", "fail") => {
             let rule = parse_json::<faults::FailRequest>(body)?.into_rule().map_err(bad)?;
             sim.faults().failures.push(rule);
+            Ok(Value::Null)
+        }
+        ("POST", "drop-response") => {
+            let rule = parse_json::<faults::DropRequest>(body)?.into_rule().map_err(bad)?;
+            sim.faults().drops.push(rule);
             Ok(Value::Null)
         }
         ("POST", "task-fault") => {

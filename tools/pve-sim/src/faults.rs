@@ -23,6 +23,16 @@ pub(crate) struct FailRule {
     message: String,
 }
 
+/// A request that is carried out in full, after which the connection is
+/// closed without an answer: what a client sees when a reply is lost to a
+/// reset connection or its own request timeout.
+#[derive(Debug, Clone)]
+pub(crate) struct DropRule {
+    method: Option<String>,
+    path: Regex,
+    remaining: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TaskOutcome {
     Fail(String),
@@ -40,6 +50,7 @@ pub(crate) struct TaskRule {
 pub(crate) struct Faults {
     pub(crate) latencies: Vec<LatencyRule>,
     pub(crate) failures: Vec<FailRule>,
+    pub(crate) drops: Vec<DropRule>,
     pub(crate) task_rules: Vec<TaskRule>,
     pub(crate) durations: HashMap<String, Duration>,
     pub(crate) default_duration: Duration,
@@ -71,6 +82,21 @@ impl Faults {
         Some(result)
     }
 
+    /// Consumes one use of the first drop rule matching a request: whether its
+    /// answer is to be lost.
+    pub(crate) fn take_drop(&mut self, method: &str, path: &str) -> bool {
+        let Some(rule) = self
+            .drops
+            .iter_mut()
+            .find(|r| r.remaining > 0 && method_matches(&r.method, method) && r.path.is_match(path))
+        else {
+            return false;
+        };
+        rule.remaining -= 1;
+        self.drops.retain(|r| r.remaining > 0);
+        true
+    }
+
     /// Consumes the outcome planned for the next task of this type, if any.
     pub(crate) fn take_task_outcome(&mut self, task_type: &str) -> Option<TaskOutcome> {
         let rule = self.task_rules.iter_mut().find(|r| r.remaining > 0 && r.task_type == task_type)?;
@@ -88,6 +114,7 @@ impl Faults {
     pub(crate) fn reset(&mut self) {
         self.latencies.clear();
         self.failures.clear();
+        self.drops.clear();
         self.task_rules.clear();
     }
 }
@@ -133,6 +160,14 @@ fn fail_rule(method: Option<String>, path: &str, count: u32, status: u16, messag
     Ok(FailRule { method, path: compile(path)?, remaining: count, status, message })
 }
 
+/// `--drop-response '[METHOD ]PATH_REGEX=COUNT'`
+pub(crate) fn parse_drop_response(spec: &str) -> Result<DropRule, String> {
+    let (lhs, count) = spec.rsplit_once('=').ok_or_else(|| format!("expected PATH_REGEX=COUNT, got '{spec}'"))?;
+    let count: u32 = count.parse().map_err(|_| format!("invalid count in '{spec}'"))?;
+    let (method, path) = method_and_path(lhs);
+    Ok(DropRule { method, path: compile(path)?, remaining: count })
+}
+
 /// `--fail-task 'TYPE=MESSAGE'`
 pub(crate) fn parse_fail_task(spec: &str) -> Result<TaskRule, String> {
     let (task_type, message) = spec.split_once('=').ok_or_else(|| format!("expected TYPE=MESSAGE, got '{spec}'"))?;
@@ -170,6 +205,14 @@ pub(crate) struct FailRequest {
     #[serde(default = "internal_error")]
     status: u16,
     message: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DropRequest {
+    method: Option<String>,
+    path: String,
+    #[serde(default = "one")]
+    count: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,6 +255,12 @@ impl LatencyRequest {
 impl FailRequest {
     pub(crate) fn into_rule(self) -> Result<FailRule, String> {
         fail_rule(self.method, &self.path, self.count, self.status, self.message)
+    }
+}
+
+impl DropRequest {
+    pub(crate) fn into_rule(self) -> Result<DropRule, String> {
+        Ok(DropRule { method: self.method, path: compile(&self.path)?, remaining: self.count })
     }
 }
 
@@ -258,6 +307,12 @@ mod tests {
         assert_eq!(faults.take_failure("GET", "/version"), Some((596, "Broken pipe".into())));
         assert_eq!(faults.take_failure("GET", "/version"), Some((596, "Broken pipe".into())));
         assert_eq!(faults.take_failure("GET", "/version"), None);
+
+        faults.drops.push(parse_drop_response("POST ^/nodes/pve1/lxc$=1").expect("valid"));
+        assert!(!faults.take_drop("GET", "/nodes/pve1/lxc"));
+        assert!(faults.take_drop("POST", "/nodes/pve1/lxc"));
+        assert!(!faults.take_drop("POST", "/nodes/pve1/lxc"));
+        assert!(parse_drop_response("/x=many").is_err());
         assert!(faults.failures.is_empty());
     }
 

@@ -74,6 +74,10 @@ struct Cli {
     /// Fail requests, `[METHOD ]PATH_REGEX=COUNT:STATUS:MESSAGE`; may repeat.
     #[arg(long = "fail-request")]
     fail_requests: Vec<String>,
+    /// Carry out requests but close the connection instead of answering,
+    /// `[METHOD ]PATH_REGEX=COUNT`; may repeat.
+    #[arg(long = "drop-response")]
+    drop_responses: Vec<String>,
     /// Make the next task of a type fail, `TYPE=MESSAGE`; may repeat.
     #[arg(long = "fail-task")]
     fail_tasks: Vec<String>,
@@ -144,6 +148,9 @@ fn build_faults(cli: &Cli) -> Result<faults::Faults> {
     }
     for spec in &cli.fail_requests {
         f.failures.push(faults::parse_fail_request(spec).map_err(err)?);
+    }
+    for spec in &cli.drop_responses {
+        f.drops.push(faults::parse_drop_response(spec).map_err(err)?);
     }
     for spec in &cli.fail_tasks {
         f.task_rules.push(faults::parse_fail_task(spec).map_err(err)?);

@@ -172,6 +172,7 @@ async fn lifecycle_locks_and_power_errors() -> Result<()> {
                 ("vmid", "130"),
                 ("ostemplate", DEBIAN),
                 ("hostname", "life"),
+                ("description", "made by the lifecycle test"),
                 ("net0", "name=eth0,bridge=vmbr0,ip=dhcp"),
                 ("ssh-public-keys", &key.public),
             ],
@@ -182,12 +183,17 @@ async fn lifecycle_locks_and_power_errors() -> Result<()> {
     assert!(upid.starts_with("UPID:pve1:") && upid.ends_with(":vzcreate:130:root@pam!ci:"), "{upid}");
     let during = Sim::ok(sim.get(&ct("/status/current")).await?)?;
     assert_eq!((during["lock"].as_str(), during["status"].as_str()), (Some("create"), Some("stopped")));
+    let config = Sim::ok(sim.get(&ct("/config")).await?)?;
+    let keys: Vec<&str> = config.as_object().context("config")?.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["digest", "lock"], "until the worker ends the config holds the create lock alone: {config}");
     let locked = sim.post(&ct("/status/start"), &[]).await?;
     assert_eq!((locked.status, locked.reason.as_str()), (500, "CT is locked (create)"));
     let locked = sim.delete(&ct("")).await?;
     assert_eq!(locked.reason, "CT is locked (create)");
     assert_eq!(sim.wait_task(&upid).await?["exitstatus"], "OK");
     assert!(Sim::ok(sim.get(&ct("/status/current")).await?)?.get("lock").is_none());
+    let config = Sim::ok(sim.get(&ct("/config")).await?)?;
+    assert_eq!((config["description"].as_str(), config.get("lock")), (Some("made by the lifecycle test"), None));
 
     assert_eq!(Sim::ok(sim.get(&ct("/interfaces")).await?)?, json!(null));
     let not_running = sim.post(&ct("/status/stop"), &[]).await?;
@@ -362,6 +368,14 @@ async fn fault_injection_through_admin_api_and_flags() -> Result<()> {
     assert_eq!(sim.wait_task(upid).await?["exitstatus"], "WARNINGS: 2");
     assert_eq!(sim.task_log(upid).await?.last().map(String::as_str), Some("TASK WARNINGS: 2"));
     assert_eq!(sim.get(&sim.node_path("/lxc/161/config")).await?.status, 200);
+
+    Sim::ok(sim.admin("drop-response", json!({"method": "POST", "path": "^/nodes/pve1/lxc$"})).await?)?;
+    let lost = sim.post(&sim.node_path("/lxc"), &[("vmid", "162"), ("ostemplate", DEBIAN)]).await;
+    assert!(lost.is_err(), "the answer is dropped: {lost:?}");
+    let tasks = Sim::ok(sim.get(&sim.node_path("/tasks?vmid=162&typefilter=vzcreate&source=all")).await?)?;
+    let upid = tasks[0]["upid"].as_str().context("the create ran although its answer was lost")?;
+    assert_eq!(sim.wait_task(upid).await?["exitstatus"], "OK");
+    assert_eq!(sim.get(&sim.node_path("/lxc/162/config")).await?.status, 200);
 
     let invalid = sim.admin("task-fault", json!({"type": "vzstart"})).await?;
     assert_eq!(invalid.status, 400);

@@ -59,9 +59,10 @@ async fn attempt(job: &mut Job<'_>) -> Result<Attempt, Error> {
         None => allocate_vmid(job).await?,
     };
 
-    // A guest may already sit at this vmid: ours from an interrupted attempt,
-    // or someone else's.
-    if let Some(config) = job.pve.lxc_config_opt(&node, vmid).await? {
+    // A guest may already sit at this vmid: ours from an interrupted attempt
+    // (its POST's answer lost), or someone else's.
+    let timings = &job.ctx.timings;
+    if let Some(config) = job.pve.lxc_config_settled(&node, vmid, timings.task_poll, timings.task_timeout).await? {
         let owned = proxmox::is_owned_by(config.description.as_deref(), &job.uid);
         match existing_guest(owned, job.ct.spec.vmid.is_some()) {
             ExistingGuest::Ours => {}
@@ -78,15 +79,11 @@ async fn attempt(job: &mut Job<'_>) -> Result<Attempt, Error> {
                 ))
             }
         }
-        let tasks = job.pve.list_tasks(&node, Some(vmid), Some("vzcreate")).await?;
-        if let Some(task) = tasks.into_iter().find(|t| t.is_running()) {
-            let upid = task.upid().map_err(|e| Error::transient(format!("task list holds a bad UPID: {e}")))?;
+        // Proxmox writes the config before its create task has quite ended.
+        if let Some(upid) = job.pve.running_create(&node, vmid).await? {
             job.set_task(&upid).await?;
             finish(job, &upid).await?;
             return Ok(Attempt::Done);
-        }
-        if config.lock.as_deref() == Some("create") {
-            return Err(Error::transient(format!("CT {vmid} is still locked by its create task")));
         }
         // The guest exists and is complete: the create task ended before the
         // controller could record its result.

@@ -248,7 +248,6 @@ impl Sim {
         if params.get("unprivileged").and_then(|u| parse_boolean(u)) == Some(true) {
             config.insert("unprivileged".into(), "1".into());
         }
-        config.insert("lock".into(), "create".into());
 
         {
             let mut state = self.state();
@@ -256,9 +255,13 @@ impl Sim {
                 return Err(ApiError::internal(format!("CT {vmid} already exists on node '{}'", self.cfg.node)));
             }
             let lease = self.resolve_lease(&state, vmid, &config, None)?;
+            // `create_and_lock_config`: until the worker writes the real config
+            // at its end, the guest's config holds the create lock alone (no
+            // description, no tags).
+            let locked = Params::from([("lock".to_string(), "create".to_string())]);
             state.cts.insert(
                 vmid,
-                Ct { config: config.clone(), lease, running: None, file_lock: Arc::new(tokio::sync::Mutex::new(())) },
+                Ct { config: locked, lease, running: None, file_lock: Arc::new(tokio::sync::Mutex::new(())) },
             );
         }
 
@@ -306,8 +309,10 @@ impl Sim {
                     ctx.log(format!("Creating SSH host key '{}' - this may take some time ...", key.file_name));
                     ctx.log(format!("done: {} root@{hostname}", key.fingerprint));
                 }
+                // The worker's final `write_config`: the full config, which
+                // carries no lock, so writing it releases the create lock.
                 if let Some(ct) = sim.state().cts.get_mut(&vmid) {
-                    ct.config.remove("lock");
+                    ct.config = config;
                 }
                 if start_after {
                     sim.start_container(vmid).await?;
