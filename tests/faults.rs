@@ -6,7 +6,7 @@ use crate::support;
 
 use std::time::Duration;
 
-use infrahaus_operator::crd::{Container, Phase};
+use infrahaus_operator::crd::{Container, Phase, StageName, StageState};
 use kube::api::DeleteParams;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -434,4 +434,78 @@ async fn a_lost_create_answer_neither_duplicates_nor_leaks_the_guest() {
     wait_gone(&world, "lost-deleted").await;
     assert!(!guest_exists(&world, vmid).await, "CT {vmid} destroyed, not leaked");
     assert_eq!(guest_vmids(&world).await.len(), 2, "only the two Ready Containers' guests remain");
+}
+
+#[tokio::test]
+async fn a_guest_that_lost_its_tag_before_start_is_not_started() {
+    let mut world = World::new("untagged").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    // The first starts fail as a node that does not answer would, which
+    // leaves time to change the created guest by hand before Start retries.
+    sim(
+        &world,
+        "/sim/fail",
+        json!({"method": "POST", "path": "^/nodes/pve1/lxc/\\d+/status/start$", "count": 3, "status": 596, "message": "Connection timed out"}),
+    )
+    .await;
+    world.apply(template("web", false)).await.expect("template");
+    world.apply(container("untagged", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    let ct = world
+        .wait_for("untagged", READY_TIMEOUT, "Create succeeded", |ct| {
+            ct.status
+                .as_ref()
+                .and_then(|s| s.stage(StageName::Creating))
+                .is_some_and(|s| s.state == StageState::Succeeded)
+        })
+        .await
+        .expect("created");
+    let vmid = ct.status.expect("status").vmid.expect("vmid");
+    world.pve_put(&format!("/nodes/pve1/lxc/{vmid}/config"), &[("tags", "web")]).await.expect("retag by hand");
+
+    let ct = world.wait_phase("untagged", Phase::Error, READY_TIMEOUT).await.expect("Error");
+    let status = ct.status.expect("status");
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready condition");
+    assert_eq!(ready.reason, "ForeignGuest", "{:?}", status.message);
+    assert!(status.message.as_deref().unwrap_or_default().contains("is not started"), "{:?}", status.message);
+    let current = world.pve_get(&format!("/nodes/pve1/lxc/{vmid}/status/current")).await.expect("status");
+    assert_eq!(current["status"], "stopped", "the guest was not started");
+}
+
+#[tokio::test]
+async fn deletion_holds_while_the_node_names_another_proxmox_node() {
+    let (world, vmid) = ready_container("moved").await;
+    let other = testbed::PveSim::start(testbed::PveSimOptions { node: "pve2".into(), ..Default::default() })
+        .await
+        .expect("second pve-sim");
+
+    // The ProxmoxNode now points at another node, where the vmid is unknown.
+    world
+        .apply(json!({
+            "apiVersion": "infrahaus.io/v1alpha1", "kind": "ProxmoxNode",
+            "metadata": {"name": "pve1"},
+            "spec": {
+                "endpoint": other.url,
+                "nodeName": other.node,
+                "tokenSecretRef": {"name": "pve1-token"},
+                "tls": {"fingerprint": other.fingerprint},
+                "maxConcurrentOperations": 4
+            }
+        }))
+        .await
+        .expect("repoint node");
+    world.api::<Container>().delete("moved", &DeleteParams::default()).await.expect("delete");
+    let ct = world
+        .wait_for("moved", Duration::from_secs(30), "the reason in status", |ct| {
+            ct.status.as_ref().and_then(|s| s.message.as_deref()).is_some_and(|m| m.contains("waits"))
+        })
+        .await
+        .expect("status says why the deletion waits");
+    let message = ct.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(message.contains("created on node pve1") && message.contains("now names node pve2"), "{message}");
+    assert!(guest_exists(&world, vmid).await, "the guest on pve1 is not leaked");
+
+    // The node is put back: the deletion completes on the right node.
+    world.apply_node("pve1").await.expect("node restored");
+    wait_gone(&world, "moved").await;
+    assert!(!guest_exists(&world, vmid).await, "CT {vmid} destroyed");
 }

@@ -144,7 +144,11 @@ async fn a_guest_lives_from_create_to_delete() -> Result<()> {
 
     let config = pve.lxc_config(node, vmid).await?;
     assert_eq!(config.hostname.as_deref(), Some("life-1"));
-    assert!(proxmox::is_owned_by(config.description.as_deref(), "uid-1"), "{:?}", config.description);
+    assert!(
+        proxmox::is_owned_by(config.description.as_deref(), config.tags.as_deref(), "uid-1"),
+        "{:?}",
+        config.description
+    );
     let tags = config.tags.as_deref().unwrap_or_default();
     assert!(tags.split(';').any(|tag| tag == proxmox::MANAGED_TAG), "{tags:?}");
     assert_eq!(config.memory, Some(128));

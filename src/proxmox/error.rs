@@ -182,6 +182,15 @@ impl Error {
             || self.api_text_contains(|text| text.contains("does not exist") || text.contains("no such"))
     }
 
+    /// The node has no config for the guest: `Configuration file
+    /// 'nodes/<node>/lxc/<vmid>.conf' does not exist`. Narrower than
+    /// [`Error::is_not_found`]: an unknown node, storage or task is not a
+    /// missing guest.
+    pub fn is_no_such_guest(&self) -> bool {
+        matches!(self, Error::Api { status: 500, .. })
+            && self.api_text_contains(|text| text.contains("configuration file") && text.contains("does not exist"))
+    }
+
     /// The task is not (yet) known to the node: just after dispatch Proxmox may not
     /// have written it to its task index.
     pub fn is_no_such_task(&self) -> bool {
@@ -347,6 +356,19 @@ mod tests {
             (api(500, "got timeout", &[]), false),
         ] {
             assert_eq!(err.is_no_such_task(), expected, "{err}");
+        }
+    }
+
+    #[test]
+    fn no_such_guest_table() {
+        for (err, expected) in [
+            (api(500, "Configuration file 'nodes/pve1/lxc/130.conf' does not exist", &[]), true),
+            (api(500, "no such cluster node 'pve9'", &[]), false),
+            (api(500, "storage 'fast' does not exist", &[]), false),
+            (api(500, "no such task", &[]), false),
+            (api(595, "hostname lookup 'pve9' failed", &[]), false),
+        ] {
+            assert_eq!(err.is_no_such_guest(), expected, "{err}");
         }
     }
 

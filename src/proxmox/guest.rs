@@ -100,9 +100,18 @@ pub fn marker_uid(description: &str) -> Option<&str> {
     })
 }
 
-/// Whether a guest's description marks it as belonging to the Container `uid`.
-pub fn is_owned_by(description: Option<&str>, uid: &str) -> bool {
-    description.and_then(marker_uid) == Some(uid)
+/// Whether a guest's tags (separated by `;`, `,` or spaces, as Proxmox
+/// splits them) include [`MANAGED_TAG`].
+pub fn has_managed_tag(tags: Option<&str>) -> bool {
+    tags.unwrap_or_default().split([';', ',', ' ']).any(|tag| tag.trim() == MANAGED_TAG)
+}
+
+/// Whether a guest belongs to the Container `uid`: its description carries
+/// the Container's marker and its tags the managed tag. A guest missing
+/// either was not made by the controller for this Container, or was changed
+/// by hand since; it is not touched.
+pub fn is_owned_by(description: Option<&str>, tags: Option<&str>, uid: &str) -> bool {
+    description.and_then(marker_uid) == Some(uid) && has_managed_tag(tags)
 }
 
 /// The `tags` parameter: [`MANAGED_TAG`] first, then the user's tags in order,
@@ -209,10 +218,21 @@ mod tests {
         ];
         for (description, expected) in cases {
             assert_eq!(marker_uid(&description), expected, "{description:?}");
-            assert_eq!(is_owned_by(Some(&description), uid), expected.is_some(), "{description:?}");
+            assert_eq!(is_owned_by(Some(&description), Some(MANAGED_TAG), uid), expected.is_some(), "{description:?}");
         }
-        assert!(!is_owned_by(None, uid));
-        assert!(!is_owned_by(Some("infrahaus.io/uid=someone-else"), uid));
+        assert!(!is_owned_by(None, Some(MANAGED_TAG), uid));
+        assert!(!is_owned_by(Some("infrahaus.io/uid=someone-else"), Some(MANAGED_TAG), uid));
+        let marked = uid_marker(uid);
+        for (tags, owned) in [
+            (Some("infrahaus;web"), true),
+            (Some("web,infrahaus"), true),
+            (Some("web infrahaus"), true),
+            (Some("web"), false),
+            (Some("infrahaus-old"), false),
+            (None, false),
+        ] {
+            assert_eq!(is_owned_by(Some(&marked), tags, uid), owned, "{tags:?}");
+        }
     }
 
     #[test]

@@ -278,7 +278,7 @@ impl Client {
     pub async fn lxc_config_opt(&self, node: &str, vmid: u32) -> Result<Option<LxcConfig>, Error> {
         match self.lxc_config(node, vmid).await {
             Ok(config) => Ok(Some(config)),
-            Err(error) if error.is_not_found() => Ok(None),
+            Err(error) if error.is_no_such_guest() => Ok(None),
             Err(error) => Err(error),
         }
     }

@@ -19,8 +19,8 @@ mod upid;
 pub use client::{Client, ClientConfig, RequestObserver, RequestRecord};
 pub use error::Error;
 pub use guest::{
-    description_with_marker, eth0_ipv4, host_key_fingerprints, is_owned_by, marker_uid, net0, render_tags, uid_marker,
-    Net0, MANAGED_TAG,
+    description_with_marker, eth0_ipv4, has_managed_tag, host_key_fingerprints, is_owned_by, marker_uid, net0,
+    render_tags, uid_marker, Net0, MANAGED_TAG,
 };
 pub use lxc::{rootfs, CreateLxcParams, DeleteLxcOptions, Iface, LxcConfig, LxcStatus, VersionInfo};
 pub use retry::{retry, Backoff};

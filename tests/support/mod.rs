@@ -183,13 +183,16 @@ impl World {
     ) -> Result<Container> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(ct) = self.api::<Container>().get_opt(name).await? {
-                if check(&ct) {
-                    return Ok(ct);
+            let ct = self.api::<Container>().get_opt(name).await?;
+            if let Some(ct) = &ct {
+                if check(ct) {
+                    return Ok(ct.clone());
                 }
-                if tokio::time::Instant::now() > deadline {
-                    bail!("{name}: {what} not reached after {timeout:?}; status {:?}\n{}", ct.status, self.log_tail());
-                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                let status =
+                    ct.map_or_else(|| "(the Container does not exist)".into(), |ct| format!("{:?}", ct.status));
+                bail!("{name}: {what} not reached after {timeout:?}; status {status}\n{}", self.log_tail());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -222,6 +225,19 @@ impl World {
         let response = http.get(self.sim.api_url(path)).header("Authorization", self.sim.auth_header()).send().await?;
         let value: Value = response.json().await?;
         Ok(value["data"].clone())
+    }
+
+    /// PUT of a form on the simulated Proxmox API, as a user changing a guest
+    /// by hand would; fails unless it succeeds.
+    pub async fn pve_put(&self, path: &str, form: &[(&str, &str)]) -> Result<()> {
+        let http = sim_http(&self.sim)?;
+        let request = http.put(self.sim.api_url(path)).header("Authorization", self.sim.auth_header()).form(form);
+        let response = request.send().await?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("PUT {path}: {status}: {}", response.text().await.unwrap_or_default());
+        }
+        Ok(())
     }
 
     /// The secret values a test world handles, for the no-leak checks.

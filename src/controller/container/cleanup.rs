@@ -48,6 +48,18 @@ pub(super) async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Err
     };
     let pve = &inputs.pve;
     let node = &inputs.node_name;
+    // The guest was created on `status.node`. When the ProxmoxNode now names
+    // another node, "no such guest" there says nothing about the guest, so
+    // the finalizer holds until they agree again.
+    if let Some(created_on) = status.node.as_deref().filter(|created_on| created_on != node) {
+        let error = Error::transient(format!(
+            "deleting CT {vmid} waits: it was created on node {created_on}, but ProxmoxNode {} now names node {node}; \
+             restore spec.nodeName, or remove the finalizer by hand once the guest is dealt with",
+            ct.spec.node_ref.name
+        ));
+        report_waiting(&ct, ctx, error.to_string(), |_| Phase::Deleting).await;
+        return Err(error);
+    }
     let uid = ct.uid().unwrap_or_default();
     let timings = &ctx.timings;
 
@@ -66,14 +78,14 @@ pub(super) async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Err
             return Err(error);
         }
     };
-    if !proxmox::is_owned_by(config.description.as_deref(), &uid) {
+    if !proxmox::is_owned_by(config.description.as_deref(), config.tags.as_deref(), &uid) {
         k8s::publish_event(
             &ctx.recorder,
             ct.as_ref(),
             EventType::Warning,
             "ForeignGuestKept",
             DELETE_ACTION,
-            format!("CT {vmid} does not carry this Container's marker; it is left untouched"),
+            format!("CT {vmid} does not carry this Container's marker and tag; it is left untouched"),
         )
         .await;
         return Ok(Action::await_change());

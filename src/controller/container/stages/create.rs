@@ -63,7 +63,7 @@ async fn attempt(job: &mut Job<'_>) -> Result<Attempt, Error> {
     // (its POST's answer lost), or someone else's.
     let timings = &job.ctx.timings;
     if let Some(config) = job.pve.lxc_config_settled(&node, vmid, timings.task_poll, timings.task_timeout).await? {
-        let owned = proxmox::is_owned_by(config.description.as_deref(), &job.uid);
+        let owned = proxmox::is_owned_by(config.description.as_deref(), config.tags.as_deref(), &job.uid);
         match existing_guest(owned, job.ct.spec.vmid.is_some()) {
             ExistingGuest::Ours => {}
             ExistingGuest::TakenMeanwhile => return Ok(Attempt::Taken(vmid)),
@@ -72,7 +72,7 @@ async fn attempt(job: &mut Job<'_>) -> Result<Attempt, Error> {
                     reasons::FOREIGN_GUEST,
                     format!(
                         "vmid {vmid} on node {node} is held by a guest that infrahaus-operator did not create \
-                         for this Container (no `infrahaus.io/uid={}` marker); it is left untouched. \
+                         for this Container (no `infrahaus.io/uid={}` marker and `infrahaus` tag); it is left untouched. \
                          Choose another vmid or remove spec.vmid to have one allocated",
                         job.uid
                     ),
