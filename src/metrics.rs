@@ -49,6 +49,7 @@ struct Inner {
     stage_duration: Family<StageLabels, Histogram, HistogramConstructor>,
     proxmox_requests: Family<ProxmoxRequestLabels, Counter>,
     redis_publish_failures: Counter,
+    progress_events_dropped: Counter,
     containers: Family<PhaseLabels, Gauge>,
 }
 
@@ -101,6 +102,12 @@ impl Metrics {
             "Progress events that could not be published to Redis",
             redis_publish_failures.clone(),
         );
+        let progress_events_dropped = Counter::default();
+        registry.register(
+            "progress_events_dropped",
+            "Progress events dropped because the queue to the Redis publisher was full",
+            progress_events_dropped.clone(),
+        );
         let containers = Family::<PhaseLabels, Gauge>::default();
         registry.register("containers", "Containers known to the controller, by phase", containers.clone());
         // Every phase is listed from the first scrape on, at zero until the
@@ -116,6 +123,7 @@ impl Metrics {
                 stage_duration,
                 proxmox_requests,
                 redis_publish_failures,
+                progress_events_dropped,
                 containers,
             }),
         }
@@ -150,6 +158,21 @@ impl Metrics {
     /// Counts one progress event that did not reach Redis.
     pub fn redis_publish_failure(&self) {
         self.inner.redis_publish_failures.inc();
+    }
+
+    /// Counts `count` progress events that did not reach Redis.
+    pub fn redis_publish_failures_add(&self, count: u64) {
+        self.inner.redis_publish_failures.inc_by(count);
+    }
+
+    /// Counts one progress event dropped because the publisher's queue was full.
+    pub fn progress_event_dropped(&self) {
+        self.inner.progress_events_dropped.inc();
+    }
+
+    /// The number of progress events dropped at the full queue so far.
+    pub fn progress_events_dropped(&self) -> u64 {
+        self.inner.progress_events_dropped.get()
     }
 
     /// The number of progress events that did not reach Redis so far.

@@ -1,9 +1,12 @@
 //! Progress events mirrored to Redis: Pub/Sub for live watchers and a capped
 //! stream for late subscribers.
 //!
-//! Redis is optional and never on the critical path: a publish waits at most
-//! a short timeout, and after a failure publishing is skipped for a growing
-//! back-off period instead of waiting on a dead server for every event.
+//! Redis is optional and never on the critical path: stages hand events to a
+//! bounded queue ([`QueuedPublisher`]) and one task publishes them, so a slow
+//! or hung Redis never holds a stage (nor the SSH channel a script's output
+//! arrives on). That task waits at most a short timeout per batch, and after
+//! a failure skips publishing for a growing back-off period instead of
+//! waiting on a dead server for every event.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,6 +172,18 @@ impl ProgressEvent {
 #[async_trait]
 pub trait ProgressSink: Send + Sync {
     async fn publish(&self, event: &ProgressEvent);
+
+    /// Publishes several events in order; sinks that can send them in one
+    /// round trip do.
+    async fn publish_all(&self, events: &[ProgressEvent]) {
+        for event in events {
+            self.publish(event).await;
+        }
+    }
+
+    /// Waits until the events handed over so far are published (or dropped),
+    /// for at most `timeout`.
+    async fn flush(&self, _timeout: Duration) {}
 }
 
 /// The sink used without a Redis URL.
@@ -190,7 +205,7 @@ pub enum ProgressError {
 /// Timeouts and back-off of [`RedisPublisher`].
 #[derive(Clone, Copy, Debug)]
 pub struct PublisherSettings {
-    /// Upper bound on one publish, connecting included.
+    /// Upper bound on one publish (one batch), connecting included.
     pub call_timeout: Duration,
     /// How long publishing is skipped after the first failure.
     pub min_backoff: Duration,
@@ -203,7 +218,9 @@ pub struct PublisherSettings {
 impl Default for PublisherSettings {
     fn default() -> Self {
         Self {
-            call_timeout: Duration::from_millis(250),
+            // Off the stages' path (behind the queue), so a slow Redis may
+            // take its time; a dead one costs this once per back-off period.
+            call_timeout: Duration::from_secs(2),
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             warn_interval: Duration::from_secs(30),
@@ -220,12 +237,13 @@ struct State {
     dropped_since_warning: u64,
 }
 
-/// Publishes each event with PUBLISH and XADD in one pipeline.
+/// Publishes each event with PUBLISH and XADD, a batch of events in one
+/// pipeline.
 ///
 /// The connection is opened on first use and again after any failure.
 /// Ordering: one multiplexed connection delivers commands in the order they
-/// are sent, and the caller awaits each publish before the next one of the
-/// same container, so a container's events arrive in order.
+/// are sent, and the caller awaits each publish before the next one, so
+/// events arrive in order.
 pub struct RedisPublisher {
     client: redis::Client,
     /// `host:port` only, for log messages.
@@ -277,28 +295,28 @@ impl RedisPublisher {
         Ok(Some(connection))
     }
 
-    async fn try_publish(&self, event: &ProgressEvent) -> Result<Published, PublishFailure> {
+    async fn try_publish(&self, events: &[ProgressEvent]) -> Result<Published, PublishFailure> {
         let Some(mut connection) = self.connection().await.map_err(PublishFailure::Redis)? else {
             return Ok(Published::Skipped);
         };
-        let json = event.to_json();
-        redis::pipe()
-            .cmd("PUBLISH")
-            .arg(event.channel())
-            .arg(&json)
-            .ignore()
-            .cmd("XADD")
-            .arg(event.stream_key())
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(EVENTS_STREAM_MAXLEN)
-            .arg("*")
-            .arg(EVENTS_STREAM_FIELD)
-            .arg(&json)
-            .ignore()
-            .exec_async(&mut connection)
-            .await
-            .map_err(PublishFailure::Redis)?;
+        let mut pipe = redis::pipe();
+        for event in events {
+            let json = event.to_json();
+            pipe.cmd("PUBLISH")
+                .arg(event.channel())
+                .arg(&json)
+                .ignore()
+                .cmd("XADD")
+                .arg(event.stream_key())
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(EVENTS_STREAM_MAXLEN)
+                .arg("*")
+                .arg(EVENTS_STREAM_FIELD)
+                .arg(&json)
+                .ignore();
+        }
+        pipe.exec_async(&mut connection).await.map_err(PublishFailure::Redis)?;
         Ok(Published::Sent)
     }
 
@@ -316,10 +334,10 @@ impl RedisPublisher {
         state.last_warning = None;
     }
 
-    async fn record_drop(&self, failure: Option<PublishFailure>) {
-        self.metrics.redis_publish_failure();
+    async fn record_drop(&self, count: usize, failure: Option<PublishFailure>) {
+        self.metrics.redis_publish_failures_add(count as u64);
         let mut state = self.state.lock().await;
-        state.dropped_since_warning += 1;
+        state.dropped_since_warning += count as u64;
         let now = Instant::now();
         if let Some(failure) = failure {
             // A fresh connection is opened after the skip period: the old
@@ -361,22 +379,100 @@ enum PublishFailure {
 #[async_trait]
 impl ProgressSink for RedisPublisher {
     async fn publish(&self, event: &ProgressEvent) {
+        self.publish_all(std::slice::from_ref(event)).await;
+    }
+
+    async fn publish_all(&self, events: &[ProgressEvent]) {
+        if events.is_empty() {
+            return;
+        }
         let timeout = self.settings.call_timeout;
-        let outcome = tokio::time::timeout(timeout, self.try_publish(event))
+        let outcome = tokio::time::timeout(timeout, self.try_publish(events))
             .await
             .unwrap_or(Err(PublishFailure::Timeout(timeout)));
         match outcome {
             Ok(Published::Sent) => self.record_success().await,
-            Ok(Published::Skipped) => self.record_drop(None).await,
-            Err(failure) => self.record_drop(Some(failure)).await,
+            Ok(Published::Skipped) => self.record_drop(events.len(), None).await,
+            Err(failure) => self.record_drop(events.len(), Some(failure)).await,
         }
+    }
+}
+
+/// Events waiting for the publisher task; beyond this, new events are
+/// dropped (and counted) rather than making a stage wait.
+pub const QUEUE_CAPACITY: usize = 8192;
+
+/// Events published in one round trip at most.
+const BATCH: usize = 64;
+
+enum Queued {
+    Event(Box<ProgressEvent>),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// A sink in front of another: `publish` only puts the event in a bounded
+/// queue, and one task publishes the queue in order, in batches. A full queue
+/// drops the event and counts it in `infrahaus_progress_events_dropped_total`.
+/// One queue and one task keep every container's events in the order they
+/// were handed over.
+pub struct QueuedPublisher {
+    queue: tokio::sync::mpsc::Sender<Queued>,
+    metrics: Metrics,
+}
+
+impl QueuedPublisher {
+    /// Starts the publisher task on the current runtime; it ends when the
+    /// last handle to the queue is dropped, after publishing what is queued.
+    pub fn spawn(inner: Arc<dyn ProgressSink>, capacity: usize, metrics: Metrics) -> Self {
+        let (queue, mut items) = tokio::sync::mpsc::channel::<Queued>(capacity.max(1));
+        tokio::spawn(async move {
+            let mut buffer = Vec::with_capacity(BATCH);
+            let mut batch = Vec::with_capacity(BATCH);
+            while items.recv_many(&mut buffer, BATCH).await > 0 {
+                for item in buffer.drain(..) {
+                    match item {
+                        Queued::Event(event) => batch.push(*event),
+                        Queued::Flush(done) => {
+                            inner.publish_all(&batch).await;
+                            batch.clear();
+                            let _ = done.send(());
+                        }
+                    }
+                }
+                inner.publish_all(&batch).await;
+                batch.clear();
+            }
+        });
+        Self { queue, metrics }
+    }
+}
+
+#[async_trait]
+impl ProgressSink for QueuedPublisher {
+    async fn publish(&self, event: &ProgressEvent) {
+        if self.queue.try_send(Queued::Event(Box::new(event.clone()))).is_err() {
+            self.metrics.progress_event_dropped();
+        }
+    }
+
+    async fn flush(&self, timeout: Duration) {
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        let _ = tokio::time::timeout(timeout, async {
+            if self.queue.send(Queued::Flush(done)).await.is_ok() {
+                let _ = flushed.await;
+            }
+        })
+        .await;
     }
 }
 
 /// The sink for an optional Redis URL: Redis when given, otherwise nothing.
 pub fn progress_sink(redis_url: Option<&str>, metrics: Metrics) -> Result<Arc<dyn ProgressSink>, ProgressError> {
     match redis_url.filter(|url| !url.is_empty()) {
-        Some(url) => Ok(Arc::new(RedisPublisher::new(url, metrics, PublisherSettings::default())?)),
+        Some(url) => {
+            let redis = Arc::new(RedisPublisher::new(url, metrics.clone(), PublisherSettings::default())?);
+            Ok(Arc::new(QueuedPublisher::spawn(redis, QUEUE_CAPACITY, metrics)))
+        }
         None => Ok(Arc::new(NoopPublisher)),
     }
 }
@@ -506,5 +602,51 @@ mod tests {
         sink.publish(&ProgressEvent::step(&web_1(), "creating", 5, "")).await;
         let sink = progress_sink(Some(""), Metrics::new()).expect("an empty URL is fine");
         sink.publish(&ProgressEvent::step(&web_1(), "creating", 5, "")).await;
+    }
+
+    /// Records what reaches it; holds every batch until the gate opens.
+    struct Gated {
+        gate: tokio::sync::Semaphore,
+        picked_up: tokio::sync::Notify,
+        seen: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl ProgressSink for Gated {
+        async fn publish(&self, event: &ProgressEvent) {
+            self.publish_all(std::slice::from_ref(event)).await;
+        }
+
+        async fn publish_all(&self, events: &[ProgressEvent]) {
+            self.picked_up.notify_one();
+            let _open = self.gate.acquire().await;
+            self.seen.lock().expect("lock").extend(events.iter().map(|e| e.message.clone()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stuck_sink_holds_no_caller_and_a_full_queue_drops_and_counts() {
+        let inner = Arc::new(Gated {
+            gate: tokio::sync::Semaphore::new(0),
+            picked_up: tokio::sync::Notify::new(),
+            seen: Default::default(),
+        });
+        let metrics = Metrics::new();
+        let queue = QueuedPublisher::spawn(inner.clone(), 10, metrics.clone());
+        let step = |n: usize| ProgressEvent::step(&web_1(), "syncing", 65, n.to_string());
+
+        queue.publish(&step(0)).await;
+        inner.picked_up.notified().await;
+        // The publisher task is stuck on event 0: ten more fit, the rest go.
+        for n in 1..=100 {
+            queue.publish(&step(n)).await;
+        }
+        assert_eq!(metrics.progress_events_dropped(), 90);
+
+        inner.gate.add_permits(1000);
+        queue.flush(Duration::from_secs(10)).await;
+        let seen = inner.seen.lock().expect("lock").clone();
+        let expected: Vec<String> = (0..=10).map(|n| n.to_string()).collect();
+        assert_eq!(seen, expected, "what was queued arrives, in order");
     }
 }

@@ -18,6 +18,8 @@ use crate::{k8s, progress};
 /// Kubernetes' default 30 s termination grace period. What is cut off resumes
 /// from its recorded stage and task on the next start.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long the events still queued for Redis may take to go out at exit.
+const PROGRESS_FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Options of `infrahaus-operator run`; each is also an environment variable.
 #[derive(Debug, clap::Args)]
@@ -66,7 +68,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         recorder: Recorder::new(client.clone(), k8s::reporter()),
         client: client.clone(),
         metrics,
-        progress,
+        progress: progress.clone(),
         ssh_key,
         ssh_public_key,
         node_limits: NodeLimits::default(),
@@ -98,6 +100,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         drain_with_grace(controller::run(ctx, options, shutdown.wait()), &shutdown).await;
     }
     readiness.set_not_ready();
+    // The last events of the reconciles that drained (their Ready or Error).
+    progress.flush(PROGRESS_FLUSH_GRACE).await;
     shutdown.trigger();
     match server.await {
         Ok(result) => result.context("metrics server")?,

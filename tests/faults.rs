@@ -509,3 +509,68 @@ async fn deletion_holds_while_the_node_names_another_proxmox_node() {
     wait_gone(&world, "moved").await;
     assert!(!guest_exists(&world, vmid).await, "CT {vmid} destroyed");
 }
+
+#[tokio::test]
+async fn a_slow_redis_does_not_slow_a_chatty_script() {
+    let mut world = World::new("slowredis").await.expect("world");
+    let redis = testbed::redis().await.expect("redis");
+    let url = url::Url::parse(&redis.url).expect("redis url");
+    let target = std::net::SocketAddr::new(
+        url.host_str().and_then(|h| h.parse().ok()).expect("loopback host"),
+        url.port().expect("port"),
+    );
+    // Every command takes 100 ms to reach Redis: 600 lines published one by
+    // one would take a minute, four times the script's timeout.
+    let proxy = support::slow_proxy(target, Duration::from_millis(100)).await.expect("proxy");
+    world.redis_url = Some(format!("redis://{proxy}"));
+    world.start_controller(&[]).expect("controller");
+    world
+        .apply(json!({
+            "apiVersion": "infrahaus.io/v1alpha1", "kind": "ContainerTemplate",
+            "metadata": {"name": "chatty"},
+            "spec": {
+                "osTemplate": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+                "scripts": [{
+                    "name": "10-chatty.sh",
+                    "content": "#!/bin/bash\nfor i in $(seq 600); do echo \"line $i\"; done\n",
+                    "timeoutSeconds": 15
+                }]
+            }
+        }))
+        .await
+        .expect("template");
+    world.apply(container("chatty", "chatty", json!({"ipv4": "dhcp"}))).await.expect("container");
+    let ct = world
+        .wait_for("chatty", READY_TIMEOUT, "Ready or Error", |ct| {
+            matches!(ct.status.as_ref().and_then(|s| s.phase), Some(Phase::Ready | Phase::Error))
+        })
+        .await
+        .expect("settled");
+    let status = ct.status.expect("status");
+    assert_eq!(status.phase, Some(Phase::Ready), "{:?}", status.message);
+    // Publishing the lines one at a time, each awaited, costs 600 x 100 ms;
+    // Sync must not wait for that. (Half of it is the bound, for a busy machine.)
+    let sync = status.stage(StageName::Syncing).expect("Sync stage");
+    let (started, finished) = (sync.started_at.clone().expect("start"), sync.finished_at.clone().expect("end"));
+    let took = Duration::from_secs_f64(finished.0.duration_since(started.0).as_secs_f64().max(0.0));
+    println!("Sync with 600 lines through a Redis 100 ms away took {took:?}");
+    assert!(took < Duration::from_secs(30), "Sync waited for Redis: {took:?}");
+
+    // The lines still reach Redis, in order.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = world.redis_stream("chatty").await.expect("stream");
+        let lines: Vec<&str> = events
+            .iter()
+            .filter(|e| e["type"] == "log" && e["script"] == "10-chatty.sh")
+            .filter_map(|e| e["message"].as_str())
+            .collect();
+        if lines.len() == 600 {
+            let expected: Vec<String> = (1..=600).map(|i| format!("line {i}")).collect();
+            assert_eq!(lines, expected, "in order");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{} of 600 lines reached Redis", lines.len());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
