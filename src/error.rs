@@ -16,6 +16,10 @@ use crate::ssh::SshError;
 pub enum Error {
     #[error("{message}")]
     Transient { message: String },
+    /// No operation slot of the node was free: the Container is queued and
+    /// reconciled again when one is released. Not a failure, no backoff.
+    #[error("waiting for one of the {limit} operation slots of node {node} (maxConcurrentOperations)")]
+    Queued { node: String, limit: usize },
     #[error("{message}")]
     Permanent { reason: &'static str, message: String },
 }
@@ -29,14 +33,15 @@ impl Error {
         Error::Transient { message: message.into() }
     }
 
+    /// Worth another attempt: a transient failure, or a wait for a slot.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Transient { .. })
+        matches!(self, Error::Transient { .. } | Error::Queued { .. })
     }
 
     /// The condition reason.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Transient { .. } => reasons::IN_PROGRESS,
+            Error::Transient { .. } | Error::Queued { .. } => reasons::IN_PROGRESS,
             Error::Permanent { reason, .. } => reason,
         }
     }
@@ -45,6 +50,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Transient { .. } => "transient",
+            Error::Queued { .. } => "queued",
             Error::Permanent { reason, .. } => reason,
         }
     }

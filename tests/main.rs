@@ -20,5 +20,6 @@ mod progress;
 mod proxmox_client;
 mod replicas;
 mod restarts;
+mod slots;
 mod ssh;
 mod watch;

@@ -3,7 +3,10 @@
 
 mod container;
 pub(crate) mod node;
+mod slots;
 pub(crate) mod sshkey;
+
+pub(crate) use slots::{NodeLimits, NodePermit};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +14,6 @@ use std::time::Duration;
 
 use kube::api::Api;
 use kube::runtime::events::Recorder;
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::Metrics;
 use crate::progress::ProgressSink;
@@ -71,54 +73,6 @@ impl Default for Timings {
     }
 }
 
-/// One semaphore per ProxmoxNode, sized by its `maxConcurrentOperations`.
-#[derive(Default)]
-pub(crate) struct NodeLimits {
-    semaphores: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
-}
-
-impl NodeLimits {
-    pub async fn acquire(&self, key: &str, limit: usize) -> Option<OwnedSemaphorePermit> {
-        let limit = limit.max(1);
-        let semaphore = {
-            let mut map = self.semaphores.lock().await;
-            let entry = map.entry(key.to_string()).or_insert_with(|| (limit, Arc::new(Semaphore::new(limit))));
-            if entry.0 != limit {
-                resize(&entry.1, entry.0, limit).await;
-                entry.0 = limit;
-            }
-            entry.1.clone()
-        };
-        semaphore.acquire_owned().await.ok()
-    }
-}
-
-/// Moves a node's semaphore from `old` to `new` permits in all. Permits held
-/// under the old limit stay counted: a lower limit forgets free permits now
-/// and absorbs the rest as they are released, ahead of new waiters (tokio's
-/// semaphore is fair), so the cap holds while a limit changes.
-async fn resize(semaphore: &Arc<Semaphore>, old: usize, new: usize) {
-    if new > old {
-        semaphore.add_permits(new - old);
-        return;
-    }
-    let excess = old - new;
-    let owed = excess - semaphore.forget_permits(excess);
-    let Ok(owed @ 1..) = u32::try_from(owed) else { return };
-    let mut absorb = Box::pin(semaphore.clone().acquire_many_owned(owed));
-    // The first poll queues it now, ahead of every later waiter.
-    match futures::poll!(&mut absorb) {
-        std::task::Poll::Ready(permits) => permits.into_iter().for_each(OwnedSemaphorePermit::forget),
-        std::task::Poll::Pending => {
-            tokio::spawn(async move {
-                if let Ok(permits) = absorb.await {
-                    permits.forget();
-                }
-            });
-        }
-    }
-}
-
 #[derive(Clone, Debug)]
 pub(crate) struct RunOptions {
     pub watch_namespace: Option<String>,
@@ -163,44 +117,5 @@ mod tests {
             let base = f64::from(base);
             assert!((base * 0.8..=base * 1.2).contains(&delay), "{failures}: {delay} s, around {base} s");
         }
-    }
-
-    #[tokio::test]
-    async fn node_limits_cap_concurrent_operations_per_node() {
-        let limits = NodeLimits::default();
-        let first = limits.acquire("ns/pve1", 2).await;
-        let second = limits.acquire("ns/pve1", 2).await;
-        assert!(first.is_some() && second.is_some());
-        let third = tokio::time::timeout(std::time::Duration::from_millis(50), limits.acquire("ns/pve1", 2)).await;
-        assert!(third.is_err(), "a third operation on the node waits");
-        let other = tokio::time::timeout(std::time::Duration::from_millis(50), limits.acquire("ns/pve2", 2)).await;
-        assert!(other.is_ok_and(|p| p.is_some()), "another node has its own limit");
-        drop(first);
-        let after = tokio::time::timeout(std::time::Duration::from_millis(50), limits.acquire("ns/pve1", 2)).await;
-        assert!(after.is_ok_and(|p| p.is_some()), "a released permit is reused");
-    }
-
-    #[tokio::test]
-    async fn a_changed_limit_counts_the_permits_taken_under_the_old_one() {
-        let wait = std::time::Duration::from_millis(50);
-        let limits = Arc::new(NodeLimits::default());
-        let first = limits.acquire("ns/pve1", 2).await;
-        let second = limits.acquire("ns/pve1", 2).await;
-        let lowered = {
-            let limits = limits.clone();
-            tokio::spawn(async move { limits.acquire("ns/pve1", 1).await })
-        };
-        tokio::time::sleep(wait).await;
-        assert!(!lowered.is_finished(), "a third operation while two run, under a limit of 1");
-        drop(first);
-        tokio::time::sleep(wait).await;
-        assert!(!lowered.is_finished(), "two at once under a limit of 1");
-        drop(second);
-        let permit = tokio::time::timeout(wait * 10, lowered).await.expect("in time").expect("join");
-        assert!(permit.is_some(), "one operation once the others ended");
-
-        // Raising the limit again frees room at once.
-        let more = tokio::time::timeout(wait, limits.acquire("ns/pve1", 3)).await;
-        assert!(more.is_ok_and(|p| p.is_some()), "a raised limit admits more");
     }
 }

@@ -98,7 +98,15 @@ pub(super) async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Err
     deleting.message = Some(format!("Stopping and destroying CT {vmid}"));
     let api: Api<Container> = Api::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
     k8s::apply_status(&api, &ct.name_any(), &deleting).await?;
-    let _permit = ctx.node_limits.acquire(&inputs.node_key, inputs.max_operations).await;
+    let who = kube::runtime::reflector::ObjectRef::from_obj(ct.as_ref());
+    let _permit = match ctx.node_limits.try_acquire(&inputs.node_key, inputs.max_operations, &who) {
+        Ok(permit) => permit,
+        Err(busy) => {
+            let error = Error::Queued { node: node.clone(), limit: busy.limit };
+            report_waiting(&ct, ctx, format!("deleting CT {vmid} is {error}"), |_| Phase::Deleting).await;
+            return Err(error);
+        }
+    };
     let current = pve.lxc_status(node, vmid).await?;
     if current.is_running() {
         let upid = pve.stop_lxc(node, vmid).await?;

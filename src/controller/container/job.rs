@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use kube::api::{Api, ObjectMeta};
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::resolve::Inputs;
-use crate::controller::Context;
+use crate::controller::{Context, NodePermit};
 use crate::crd::conditions::reasons;
 use crate::crd::{Container, ContainerStatus, ContainerTemplateSpec, Phase, StageName, StageState};
 use crate::error::Error;
@@ -191,9 +191,15 @@ impl<'a> Job<'a> {
         Ok(proxmox::host_key_fingerprints(log.iter().map(String::as_str)))
     }
 
-    /// A permit of the node's `maxConcurrentOperations`.
-    pub async fn node_permit(&self) -> Option<OwnedSemaphorePermit> {
-        self.ctx.node_limits.acquire(&self.node_key, self.max_node_operations).await
+    /// One of the node's `maxConcurrentOperations` slots, or
+    /// [`Error::Queued`]: the reconcile ends and the Container is woken when
+    /// a slot is free (see `controller::slots`).
+    pub fn node_permit(&self) -> Result<NodePermit, Error> {
+        let who = ObjectRef::from_obj(self.ct.as_ref());
+        self.ctx
+            .node_limits
+            .try_acquire(&self.node_key, self.max_node_operations, &who)
+            .map_err(|busy| Error::Queued { node: self.node.clone(), limit: busy.limit })
     }
 
     /// Connects over SSH with the pinned host keys; pins the first key seen

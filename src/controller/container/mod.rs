@@ -24,6 +24,10 @@ use crate::error::Error;
 
 const FINALIZER: &str = "infrahaus.io/cleanup";
 
+/// When a Container queued for a node slot is looked at again if no released
+/// slot woke it first (with up to 50% jitter).
+const QUEUED_FALLBACK: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs the Container controller until `shutdown` resolves; reconciles in
 /// flight then finish before this returns.
 pub(crate) async fn run(
@@ -33,7 +37,10 @@ pub(crate) async fn run(
 ) {
     let containers: Api<Container> = options.watched(ctx.client.clone());
     let config = kube::runtime::controller::Config::default().concurrency(options.concurrency.max(1));
-    let controller = Controller::new(containers, watcher::Config::default()).with_config(config);
+    let mut controller = Controller::new(containers, watcher::Config::default()).with_config(config);
+    if let Some(mut woken) = ctx.node_limits.woken() {
+        controller = controller.reconcile_on(futures::stream::poll_fn(move |cx| woken.poll_recv(cx)));
+    }
     let store = controller.store();
     let metrics = ctx.metrics.clone();
     controller
@@ -96,6 +103,11 @@ async fn reconcile(ct: Arc<Container>, ctx: Arc<Context>) -> Result<Action, Erro
 /// backoff. The wait holds because a repeated failure writes nothing: a
 /// status write would be a change that reconciles again at once.
 fn error_policy(ct: Arc<Container>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::Queued { .. } = error {
+        // Woken when a slot is released; this only covers a lost wake.
+        tracing::debug!(namespace = ?ct.namespace(), name = %ct.name_any(), %error, "queued for a node slot");
+        return Action::requeue(QUEUED_FALLBACK.mul_f64(rand::random_range(1.0..=1.5)));
+    }
     ctx.metrics.reconcile_failure(error.metric_label());
     let failures = {
         let mut all = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());

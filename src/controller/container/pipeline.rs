@@ -120,7 +120,10 @@ async fn run_stage(job: &mut Job<'_>, stage: &Stage) -> Result<(), Error> {
                 entry.message = Some(error.to_string());
             }
             job.save().await?;
-            job.event(EventType::Warning, "StageRetrying", stage.action, message).await;
+            // Waiting for a node slot is no fault worth a Warning each time.
+            if !matches!(error, Error::Queued { .. }) {
+                job.event(EventType::Warning, "StageRetrying", stage.action, message).await;
+            }
             Err(error)
         }
         Err(error) => {

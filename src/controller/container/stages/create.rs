@@ -95,7 +95,7 @@ async fn attempt(job: &mut Job<'_>) -> Result<Attempt, Error> {
 
     let password = root_password(job).await?;
     let params = create_params(job, vmid, password)?;
-    let _permit = job.node_permit().await;
+    let _permit = job.node_permit()?;
     job.progress(20, format!("Creating container {vmid} on node {node}")).await?;
     let upid = match job.pve.create_lxc(&node, &params).await {
         Ok(upid) => upid,

@@ -1,0 +1,106 @@
+//! Node slots (`maxConcurrentOperations`) are never waited for inside a
+//! reconcile: Containers queued for a busy node hold none of the
+//! controller's `--concurrency` reconciles, so work on other nodes goes on.
+
+use crate::support;
+
+use std::time::Duration;
+
+use infrahaus_operator::crd::{Container, Phase};
+use kube::api::DeleteParams;
+use reqwest::Method;
+use serde_json::json;
+use support::fixtures::{container, template, READY_TIMEOUT};
+use support::World;
+
+/// A ProxmoxNode `name` for the world's pve-sim with `slots` operation slots.
+async fn apply_node(world: &World, name: &str, slots: u32) {
+    world.apply_node(name).await.expect("node and token");
+    world
+        .apply(json!({
+            "apiVersion": "infrahaus.io/v1alpha1", "kind": "ProxmoxNode",
+            "metadata": {"name": name},
+            "spec": {
+                "endpoint": world.sim.url,
+                "nodeName": world.sim.node,
+                "tokenSecretRef": {"name": format!("{name}-token")},
+                "tls": {"fingerprint": world.sim.fingerprint},
+                "maxConcurrentOperations": slots
+            }
+        }))
+        .await
+        .expect("node with its slots");
+}
+
+fn phase(ct: &Container) -> Option<Phase> {
+    ct.status.as_ref().and_then(|s| s.phase)
+}
+
+#[tokio::test]
+async fn containers_queued_for_a_busy_node_do_not_hold_up_another_nodes_deletion() {
+    let mut world = World::new("slots").await.expect("world");
+    // Two ProxmoxNodes, each with one slot of its own (both name the one
+    // pve-sim), and two reconciles at a time in all.
+    apply_node(&world, "pve1", 1).await;
+    apply_node(&world, "other", 1).await;
+    world.start_controller(&["--concurrency", "2"]).expect("controller");
+    world.apply(template("web", false)).await.expect("template");
+
+    let mut elsewhere = container("elsewhere", "web", json!({"ipv4": "dhcp"}));
+    elsewhere["spec"]["nodeRef"]["name"] = "other".into();
+    world.apply(elsewhere).await.expect("container");
+    world.wait_phase("elsewhere", Phase::Ready, READY_TIMEOUT).await.expect("Ready");
+
+    // pve1 is busy with one long create; the second Container waits for its slot.
+    world
+        .sim_admin(Method::POST, "/sim/task-duration", json!({"type": "vzcreate", "ms": 15000}))
+        .await
+        .expect("slow vzcreate");
+    for name in ["busy-1", "busy-2"] {
+        world.apply(container(name, "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    }
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let tasks = world.pve_get("/nodes/pve1/tasks?typefilter=vzcreate&source=active").await.expect("tasks");
+        if tasks.as_array().is_some_and(|t| !t.is_empty()) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no create started on pve1");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Time for the second Container to find pve1's one slot taken.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Deleting the Container on the other node goes ahead at once.
+    world.api::<Container>().delete("elsewhere", &DeleteParams::default()).await.expect("delete");
+    let api = world.api::<Container>();
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    while api.get_opt("elsewhere").await.expect("get").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "elsewhere was never deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for name in ["busy-1", "busy-2"] {
+        let ct = world.container(name).await.expect("container");
+        assert_ne!(phase(&ct), Some(Phase::Ready), "{name}: the deletion waited for pve1's create");
+    }
+
+    let waiting: Vec<String> = futures::future::join_all(["busy-1", "busy-2"].map(|n| world.container(n)))
+        .await
+        .into_iter()
+        .filter_map(|ct| ct.ok()?.status?.message)
+        .filter(|m| m.contains("operation slots"))
+        .collect();
+    assert!(
+        waiting.iter().any(|m| m.contains("waiting for one of the 1 operation slots of node pve1")),
+        "the Container queued for pve1 says so: {waiting:?}"
+    );
+
+    // The queued one gets the slot when the first is done, woken, not polled.
+    for name in ["busy-1", "busy-2"] {
+        world.wait_phase(name, Phase::Ready, READY_TIMEOUT).await.expect("Ready");
+    }
+    let logs = world.controller_logs();
+    let failures: Vec<&str> =
+        logs.lines().filter(|l| l.contains("reconcile failed; retrying") && l.contains("name=busy-")).collect();
+    assert!(failures.is_empty(), "waiting for a slot is no failure: {failures:#?}");
+}
