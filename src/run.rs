@@ -74,6 +74,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         node_limits: NodeLimits::default(),
         timings: Timings::default(),
         failures: Default::default(),
+        node_checks: Default::default(),
     });
     let options = RunOptions {
         watch_namespace: Some(args.watch_namespace).filter(|ns| !ns.is_empty()),

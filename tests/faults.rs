@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use infrahaus_operator::crd::{Container, Phase, StageName, StageState};
 use kube::api::DeleteParams;
+use kube::ResourceExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::fixtures::{container, controller_key, ssh, template, READY_TIMEOUT};
@@ -337,14 +338,37 @@ async fn deletion_needs_no_template() {
 }
 
 #[tokio::test]
-async fn deletion_without_its_node_holds_and_says_why() {
+async fn a_node_outlives_its_containers_and_a_missing_token_holds_the_deletion() {
     let (world, vmid) = ready_container("nodeless").await;
+    let nodes = world.api::<infrahaus_operator::crd::ProxmoxNode>();
 
+    // The node goes first, as with `kubectl delete ns`: it stays while the
+    // Container uses it.
+    nodes.delete("pve1", &DeleteParams::default()).await.expect("delete node");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let node = nodes.get("pve1").await.expect("the node is kept");
+        assert!(node.metadata.deletion_timestamp.is_some(), "deletion pending");
+        assert!(node.finalizers().iter().any(|f| f == "infrahaus.io/containers"));
+        let events = world.api::<k8s_openapi::api::core::v1::Event>().list(&Default::default()).await.expect("events");
+        let in_use = events
+            .items
+            .iter()
+            .find(|e| e.involved_object.kind.as_deref() == Some("ProxmoxNode") && e.reason.as_deref() == Some("InUse"));
+        if let Some(event) = in_use {
+            assert!(event.message.as_deref().unwrap_or_default().contains("still used by nodeless"), "{event:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no InUse Event on the node");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Without the node's token the Container's deletion holds and says why.
     world
-        .api::<infrahaus_operator::crd::ProxmoxNode>()
-        .delete("pve1", &DeleteParams::default())
+        .api::<k8s_openapi::api::core::v1::Secret>()
+        .delete("pve1-token", &DeleteParams::default())
         .await
-        .expect("delete node");
+        .expect("delete token");
     world.api::<Container>().delete("nodeless", &DeleteParams::default()).await.expect("delete");
     let ct = world
         .wait_for("nodeless", Duration::from_secs(30), "the reason in status", |ct| {
@@ -353,13 +377,26 @@ async fn deletion_without_its_node_holds_and_says_why() {
         .await
         .expect("status says why the deletion waits");
     let message = ct.status.and_then(|s| s.message).unwrap_or_default();
-    assert!(message.contains("ProxmoxNode pve1"), "{message}");
+    assert!(message.contains("token Secret pve1-token"), "{message}");
     assert!(guest_exists(&world, vmid).await, "the guest is not leaked");
 
-    // The node comes back: the deletion completes.
-    world.apply_node("pve1").await.expect("node again");
+    // The token comes back: the guest is destroyed, the Container goes, and
+    // then the node.
+    world
+        .apply(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "pve1-token"},
+            "stringData": {"tokenId": world.sim.token_id, "secret": world.sim.token_secret}
+        }))
+        .await
+        .expect("token again");
     wait_gone(&world, "nodeless").await;
     assert!(!guest_exists(&world, vmid).await, "CT {vmid} destroyed");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while nodes.get_opt("pve1").await.expect("get node").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the node outlived its last Container");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The vmids of every guest on the node.

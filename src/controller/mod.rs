@@ -31,6 +31,10 @@ pub(crate) struct Context {
     pub timings: Timings,
     /// Transient failures in a row, per Container (by uid), for the backoff.
     pub failures: std::sync::Mutex<HashMap<String, u32>>,
+    /// When each ProxmoxNode (by uid) was last checked, and at which
+    /// generation: a Container's change wakes its node's reconcile, which
+    /// must not ask Proxmox again each time.
+    pub node_checks: std::sync::Mutex<HashMap<String, (Option<i64>, tokio::time::Instant)>>,
 }
 
 /// Timings of the pipeline; tests shorten them.

@@ -1,6 +1,11 @@
 //! The ProxmoxNode controller: checks that the API is reachable and the token
 //! accepted (`GET /version`) and reports it in the node's Ready condition and
 //! `status.version`. Checked again periodically and on every change.
+//!
+//! A ProxmoxNode carries the finalizer `infrahaus.io/containers` while any
+//! Container of its namespace refers to it: deleting a Container destroys
+//! its guest through the node, so the node must outlive its Containers (as
+//! with `kubectl delete ns`, or an Argo CD prune deleting everything at once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,14 +14,17 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 
 use super::{Context, RunOptions};
 use crate::crd::conditions::{reasons, set_condition, types, DesiredCondition};
-use crate::crd::{ProxmoxNode, ProxmoxNodeStatus};
+use crate::crd::{Container, ProxmoxNode, ProxmoxNodeStatus};
 use crate::error::Error;
 use crate::{k8s, proxmox};
 
@@ -24,6 +32,8 @@ use crate::{k8s, proxmox};
 const RECHECK: Duration = Duration::from_secs(300);
 /// How soon an unreachable node is checked again.
 const RECHECK_FAILED: Duration = Duration::from_secs(30);
+/// Held while Containers refer to the node.
+const FINALIZER: &str = "infrahaus.io/containers";
 
 /// What a `GET /version` told about a node.
 #[derive(Debug, PartialEq, Eq)]
@@ -75,7 +85,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let nodes: Api<ProxmoxNode> = options.watched(ctx.client.clone());
+    let containers: Api<Container> = options.watched(ctx.client.clone());
     Controller::new(nodes, watcher::Config::default())
+        // A Container that comes or goes may be what a node's deletion waits for.
+        .watches(containers, watcher::Config::default(), |ct: Container| {
+            let namespace = ct.namespace()?;
+            Some(ObjectRef::<ProxmoxNode>::new(&ct.spec.node_ref.name).within(&namespace))
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, |_, _, _| Action::requeue(RECHECK_FAILED), ctx)
         .for_each(|_| async {})
@@ -84,18 +100,71 @@ pub async fn run(
 
 async fn reconcile(node: Arc<ProxmoxNode>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = node.namespace().unwrap_or_default();
-    let health = match proxmox_client(&node, &namespace, &ctx).await {
+    let api: Api<ProxmoxNode> = Api::namespaced(ctx.client.clone(), &namespace);
+    let action = finalizer(&api, FINALIZER, node, |event| async {
+        match event {
+            FinalizerEvent::Apply(node) => check(node, &ctx).await,
+            FinalizerEvent::Cleanup(node) => release(node, &ctx).await,
+        }
+    })
+    .await?;
+    Ok(action)
+}
+
+/// Lets the node go once no Container of its namespace refers to it.
+async fn release(node: Arc<ProxmoxNode>, ctx: &Context) -> Result<Action, Error> {
+    let namespace = node.namespace().unwrap_or_default();
+    let containers: Api<Container> = Api::namespaced(ctx.client.clone(), &namespace);
+    let name = node.name_any();
+    let mut users: Vec<String> = containers
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|ct| ct.spec.node_ref.name == name)
+        .map(|ct| ct.name_any())
+        .collect();
+    if users.is_empty() {
+        return Ok(Action::await_change());
+    }
+    users.sort();
+    let note = format!(
+        "ProxmoxNode {name} is deleted once no Container uses it; still used by {}",
+        k8s::truncate(&users.join(", "), 512)
+    );
+    k8s::publish_event(&ctx.recorder, node.as_ref(), EventType::Normal, "InUse", "Delete", note.clone()).await;
+    Err(Error::transient(note))
+}
+
+async fn check(node: Arc<ProxmoxNode>, ctx: &Context) -> Result<Action, Error> {
+    let namespace = node.namespace().unwrap_or_default();
+    let uid = node.uid().unwrap_or_default();
+    let generation = node.metadata.generation;
+    let last = ctx.node_checks.lock().unwrap_or_else(|e| e.into_inner()).get(&uid).copied();
+    let ready = node
+        .status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == types::READY && c.status == "True"));
+    if let Some((_, at)) = last.filter(|(checked, _)| *checked == generation) {
+        let due = at + if ready { RECHECK } else { RECHECK_FAILED };
+        let now = tokio::time::Instant::now();
+        if now < due {
+            return Ok(Action::requeue(due - now));
+        }
+    }
+    let health = match proxmox_client(&node, &namespace, ctx).await {
         Ok(client) => match client.version().await {
             Ok(info) => Health::Connected { version: info.version },
             Err(error) => Health::Failed { reason: failure_reason(&error), message: error.to_string() },
         },
         Err(error) => Health::Failed { reason: reasons::INVALID_REFERENCE, message: error.to_string() },
     };
-    let status = status_for(node.status.as_ref(), &health, node.metadata.generation, &Time(Timestamp::now()));
+    let status = status_for(node.status.as_ref(), &health, generation, &Time(Timestamp::now()));
     if node.status.as_ref() != Some(&status) {
         let api: Api<ProxmoxNode> = Api::namespaced(ctx.client.clone(), &namespace);
         k8s::apply_status(&api, &node.name_any(), &status).await?;
     }
+    ctx.node_checks.lock().unwrap_or_else(|e| e.into_inner()).insert(uid, (generation, tokio::time::Instant::now()));
     Ok(Action::requeue(match health {
         Health::Connected { .. } => RECHECK,
         Health::Failed { .. } => RECHECK_FAILED,
