@@ -1,7 +1,8 @@
 //! Restarts: the controller is killed (SIGKILL) during a long create task and
 //! during a script. A new process resumes where the old one stopped: the
-//! create task is waited on rather than issued again, and stages that
-//! succeeded are not run again.
+//! create task is waited on rather than issued again, stages that succeeded
+//! are not run again, and a script still running in the guest is waited for
+//! before it is started again.
 
 use crate::support;
 
@@ -9,14 +10,15 @@ use infrahaus_operator::crd::{Container, Phase, StageName, StageState};
 use k8s_openapi::api::core::v1::Event;
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::fixtures::{container, template, READY_TIMEOUT};
+use support::fixtures::{container, controller_key, ssh, template, READY_TIMEOUT};
 use support::World;
 
 fn task_ref(ct: &Container) -> Option<&str> {
     ct.status.as_ref().and_then(|s| s.task_ref.as_deref())
 }
 
-/// A template whose one script prints a line, sleeps, and prints another.
+/// A template whose one script prints a line, sleeps, and prints another,
+/// and records its start and end (with its pid) in `/tmp/runs`.
 fn slow_script_template(name: &str) -> Value {
     json!({
         "apiVersion": "infrahaus.io/v1alpha1", "kind": "ContainerTemplate",
@@ -25,7 +27,7 @@ fn slow_script_template(name: &str) -> Value {
             "osTemplate": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
             "scripts": [{
                 "name": "10-slow.sh",
-                "content": "#!/bin/bash\necho 'slow script started'\nsleep 5\necho 'slow script finished'\n",
+                "content": "#!/bin/bash\necho \"start $$\" >> /tmp/runs\necho 'slow script started'\nsleep 6\necho \"end $$\" >> /tmp/runs\necho 'slow script finished'\n",
                 "timeoutSeconds": 120
             }]
         }
@@ -122,4 +124,14 @@ async fn killed_during_a_script_resumes_without_running_finished_stages_again() 
         "the script ran to its end after the restart: {events:?}"
     );
     assert_eq!(events.last().map(|e| e["type"].clone()), Some(json!("complete")));
+
+    let ip = after.ip_address.expect("ip");
+    let key = controller_key(&world).await;
+    let runs = ssh(&ip, key.path(), "cat /tmp/runs");
+    let runs: Vec<&str> = runs.lines().map(|l| l.split(' ').next().unwrap_or_default()).collect();
+    assert_eq!(
+        runs,
+        ["start", "end", "start", "end"],
+        "the resumed Sync started the script only after the run the killed controller left in the guest had ended"
+    );
 }

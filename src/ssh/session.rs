@@ -110,12 +110,25 @@ impl SshSession {
         &self,
         command: &str,
         timeout: Duration,
+        on_line: impl FnMut(Stream, &str),
+    ) -> Result<ExitStatus, SshError> {
+        self.exec_as(&random_exec_id(), command, timeout, on_line).await
+    }
+
+    /// [`exec`](Self::exec) with the marker `exec_id` (hex digits) in the
+    /// environment of the command and everything it starts, so that a later
+    /// session can find it ([`settle_exec`](Self::settle_exec)).
+    pub async fn exec_as(
+        &self,
+        exec_id: &str,
+        command: &str,
+        timeout: Duration,
         mut on_line: impl FnMut(Stream, &str),
     ) -> Result<ExitStatus, SshError> {
         let mut stdout = LineSplitter::default();
         let mut stderr = LineSplitter::default();
         let status = self
-            .run(command, None, timeout, |stream, chunk| match stream {
+            .run(command, exec_id, None, timeout, |stream, chunk| match stream {
                 Stream::Stdout => stdout.push(chunk, |line| on_line(Stream::Stdout, line)),
                 Stream::Stderr => stderr.push(chunk, |line| on_line(Stream::Stderr, line)),
             })
@@ -167,7 +180,7 @@ impl SshSession {
         let mut stderr = Vec::new();
         let mut too_large = false;
         let status = self
-            .run(command, stdin, timeout, |stream, chunk| {
+            .run(command, &random_exec_id(), stdin, timeout, |stream, chunk| {
                 let buffer = match stream {
                     Stream::Stdout => &mut stdout,
                     Stream::Stderr => &mut stderr,
@@ -192,13 +205,14 @@ impl SshSession {
     async fn run(
         &self,
         command: &str,
+        exec_id: &str,
         stdin: Option<&[u8]>,
         timeout: Duration,
         mut on_data: impl FnMut(Stream, &[u8]),
     ) -> Result<ExitStatus, SshError> {
         let channel_error = |source| SshError::Channel { command: command.to_owned(), source };
         let mut channel = self.handle.channel_open_session().await.map_err(channel_error)?;
-        let exec_id = format!("{:016x}", rand::random::<u64>());
+        let exec_id: String = exec_id.chars().filter(char::is_ascii_hexdigit).collect();
 
         let conversation = async {
             channel.exec(true, marked_command(command, &exec_id)).await?;
@@ -255,6 +269,22 @@ impl SshSession {
         }
     }
 
+    /// Waits, for at most `timeout`, until no process carries the marker
+    /// `exec_id` any more, and kills what still does then. A command whose
+    /// controller went away (a process killed, a reconcile dropped) keeps
+    /// running in the guest; started again beside it, a script would race
+    /// its own earlier run. Returns whether such a process was found.
+    pub async fn settle_exec(&self, exec_id: &str, timeout: Duration) -> Result<bool, SshError> {
+        let exec_id: String = exec_id.chars().filter(char::is_ascii_hexdigit).collect();
+        let command = settle_exec_command(&exec_id, timeout.as_secs().max(1));
+        let output = self.exec_capture(&command, timeout + KILL_TIMEOUT).await?;
+        let found = output.stdout.contains("found");
+        if output.status != ExitStatus::Code(0) {
+            self.kill_exec(&exec_id).await;
+        }
+        Ok(found)
+    }
+
     /// Kills every process that inherited the marker of a timed-out command.
     ///
     /// Closing the channel does not stop a command that produces no output, and
@@ -284,6 +314,26 @@ impl SshSession {
 /// waits on, so exit codes and signals still come straight from the command.
 fn marked_command(command: &str, exec_id: &str) -> String {
     format!("export {EXEC_ID_VARIABLE}={exec_id}; exec /bin/sh -c {}", shell_quote(command))
+}
+
+fn random_exec_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Whether a process carries the marker: `$1` is `VARIABLE=id`.
+const MARKED_PROCESS_SCAN: &str = "for environ in /proc/[0-9]*/environ; do \
+     if tr '\\0' '\\n' < \"$environ\" 2>/dev/null | grep -qxF \"$1\"; then return 0; fi; done; return 1";
+
+/// Prints `found` if a process carries the marker, then polls every second
+/// until none does (exit 0) or `seconds` pass (exit 3).
+fn settle_exec_command(exec_id: &str, seconds: u64) -> String {
+    let marker = format!("{EXEC_ID_VARIABLE}={exec_id}");
+    format!(
+        "marked() {{ {MARKED_PROCESS_SCAN}; }}; \
+         if marked {marker}; then echo found; else exit 0; fi; \
+         end=$(( $(date +%s) + {seconds} )); \
+         while marked {marker}; do [ \"$(date +%s)\" -ge \"$end\" ] && exit 3; sleep 1; done; exit 0"
+    )
 }
 
 /// Two passes catch children forked while the first pass ran.
@@ -435,6 +485,30 @@ mod tests {
             found.push(path);
         }
         found
+    }
+
+    #[test]
+    fn settle_exec_command_waits_for_marked_processes_to_end() {
+        let run = |id: &str, seconds: u64| {
+            Command::new("sh").arg("-c").arg(settle_exec_command(id, seconds)).output().expect("run settle")
+        };
+        let none = run("abcd02", 5);
+        assert_eq!((none.status.code(), none.stdout.as_slice()), (Some(0), &b""[..]), "nothing to wait for");
+
+        let mut short = Command::new("sh").arg("-c").arg(marked_command("sleep 2", "abcd01")).spawn().expect("spawn");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let waited = run("abcd01", 20);
+        assert_eq!(waited.status.code(), Some(0), "{waited:?}");
+        assert_eq!(String::from_utf8_lossy(&waited.stdout).trim(), "found");
+        assert!(matches!(short.try_wait(), Ok(Some(_))), "returned only once the marked process ended");
+
+        let mut long = Command::new("sh").arg("-c").arg(marked_command("sleep 43", "abcd03")).spawn().expect("spawn");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let gave_up = run("abcd03", 1);
+        assert_eq!(gave_up.status.code(), Some(3), "{gave_up:?}");
+        let _ = long.kill();
+        let _ = long.wait();
+        let _ = short.wait();
     }
 
     #[test]

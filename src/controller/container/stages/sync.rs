@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use sha2::{Digest, Sha256};
 
 use super::super::job::Job;
 use crate::crd::conditions::reasons;
@@ -37,19 +38,46 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
     let percent = |done: i32| 100 * done / steps;
 
     job.progress(percent(0), "Running config-sync.sh (packages)").await?;
+    settle_earlier_run(job, &session, CONFIG_SYNC_NAME, CONFIG_SYNC_TIMEOUT).await?;
     run_script(job, &session, &redactions, CONFIG_SYNC_NAME, SYNC_COMMAND, CONFIG_SYNC_TIMEOUT).await?;
 
     for (index, script) in scripts.iter().enumerate() {
         let done = index as i32 + 1;
         job.progress(percent(done), format!("Running script {} ({}/{})", script.name, done, scripts.len())).await?;
+        let timeout = Duration::from_secs(script.timeout_seconds.max(1) as u64);
+        settle_earlier_run(job, &session, &script.name, timeout).await?;
         let path = layout::script_path(&script.name)?;
         session.upload(&path, script.content.as_bytes(), SCRIPT_MODE).await?;
         let command = layout::script_command(&script.name)?;
-        let timeout = Duration::from_secs(script.timeout_seconds.max(1) as u64);
         run_script(job, &session, &redactions, &script.name, &command, timeout).await?;
     }
     let _ = session.close().await;
     job.progress(100, format!("{} scripts completed", scripts.len())).await?;
+    Ok(())
+}
+
+/// The marker of a script's runs for this Container: the same in every run,
+/// in every controller process, so a later Sync finds an earlier run.
+fn exec_id(uid: &str, script: &str) -> String {
+    let digest = Sha256::digest(format!("{uid}/{script}").as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A run of `script` may still be going on in the guest: its controller was
+/// killed, or its reconcile dropped (shutdown grace, lost Lease) while it
+/// ran. It is waited for (up to the script's timeout, then killed) before the
+/// script is uploaded and started again, so the two never run at once.
+async fn settle_earlier_run(
+    job: &mut Job<'_>,
+    session: &SshSession,
+    script: &str,
+    timeout: Duration,
+) -> Result<(), Error> {
+    if session.settle_exec(&exec_id(&job.uid, script), timeout).await? {
+        let message = format!("{script}: waited for its earlier run, still going on in the guest, to end");
+        tracing::info!(script, "{message}");
+        job.log(script, Stream::Stderr, &message).await;
+    }
     Ok(())
 }
 
@@ -65,7 +93,8 @@ async fn run_script(
     timeout: Duration,
 ) -> Result<(), Error> {
     let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel::<(Stream, String)>();
-    let exec = session.exec(command, timeout, move |stream, line| {
+    let marker = exec_id(&job.uid, name);
+    let exec = session.exec_as(&marker, command, timeout, move |stream, line| {
         let _ = lines_tx.send((stream, line.to_owned()));
     });
     tokio::pin!(exec);
