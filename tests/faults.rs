@@ -311,6 +311,47 @@ async fn a_generated_password_secret_of_another_container_is_not_taken() {
     assert!(message.contains("again-root-password belongs to Container holder"), "{message}");
 }
 
+#[tokio::test]
+async fn a_generated_password_secret_left_by_an_earlier_container_of_the_name_is_waited_out() {
+    let mut world = World::new("pwstale").await.expect("world");
+    world.start_controller(&[]).expect("controller");
+    world.apply(template("web", false)).await.expect("template");
+    // What a deleted Container `again` leaves for the garbage collector: its
+    // generated Secret, owned by a uid no Container has any more.
+    world
+        .apply(json!({"apiVersion": "v1", "kind": "Secret",
+                      "metadata": {"name": "again-root-password", "ownerReferences": [{
+                          "apiVersion": "infrahaus.io/v1alpha1", "kind": "Container", "name": "again",
+                          "uid": "0b7a8e52-5d3c-4d0e-9a55-3f1c2b6d9e01", "controller": true}]},
+                      "stringData": {"password": "password-of-the-earlier-one"}}))
+        .await
+        .expect("secret");
+    world.apply(container("again", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+
+    let waiting = world
+        .wait_for("again", READY_TIMEOUT, "waiting for the Secret to be collected", |ct| {
+            ct.status.as_ref().and_then(|s| s.message.as_deref()).is_some_and(|m| m.contains("garbage-collected"))
+        })
+        .await
+        .expect("waits");
+    let status = waiting.status.expect("status");
+    assert_eq!(status.phase, Some(Phase::Creating), "{:?}", status.message);
+    let guests = world.pve_get("/nodes/pve1/lxc").await.expect("list guests");
+    assert_eq!(guests, json!([]), "no guest is created with a password about to be collected");
+    let message = status.message.unwrap_or_default();
+    assert!(message.contains("again-root-password is left from an earlier Container again"), "{message}");
+
+    // The garbage collector's part (the test bed runs no controller manager).
+    let secrets = world.api::<k8s_openapi::api::core::v1::Secret>();
+    secrets.delete("again-root-password", &DeleteParams::default()).await.expect("collect");
+    let ct = world.wait_phase("again", Phase::Ready, READY_TIMEOUT).await.expect("Ready once it is gone");
+    let secret = secrets.get("again-root-password").await.expect("a new generated Secret");
+    let owner = &secret.owner_references()[0];
+    assert_eq!(Some(owner.uid.as_str()), ct.metadata.uid.as_deref(), "owned by the new Container");
+    let password = secret.data.expect("data")["password"].0.clone();
+    assert_ne!(password, b"password-of-the-earlier-one", "a password of its own, not one about to be collected");
+}
+
 /// A world with the web template and a Ready Container `name` (also the
 /// world's prefix); returns the world and the guest's vmid.
 async fn ready_container(name: &str) -> (World, i32) {
