@@ -123,6 +123,12 @@ fn route(path: &str) -> Option<Route> {
         ["nodes", node, "lxc", vmid, "config"] => {
             r("/nodes/{node}/lxc/{vmid}/config", &[("node", node), ("vmid", vmid)])
         }
+        ["nodes", node, "lxc", vmid, "pending"] => {
+            r("/nodes/{node}/lxc/{vmid}/pending", &[("node", node), ("vmid", vmid)])
+        }
+        ["nodes", node, "lxc", vmid, "resize"] => {
+            r("/nodes/{node}/lxc/{vmid}/resize", &[("node", node), ("vmid", vmid)])
+        }
         ["nodes", node, "lxc", vmid, "interfaces"] => {
             r("/nodes/{node}/lxc/{vmid}/interfaces", &[("node", node), ("vmid", vmid)])
         }
@@ -308,14 +314,19 @@ async fn dispatch(sim: &Arc<Sim>, auth: &Auth, req: Request<Incoming>) -> ApiRes
         ("/nodes/{node}/lxc", "GET") => sim.list(),
         ("/nodes/{node}/lxc", "POST") => json!(sim.create(params.clone(), &caller)?),
         ("/nodes/{node}/lxc/{vmid}", "GET") => {
-            sim.config_get(vmid()?)?;
-            json!(["config", "status", "interfaces", "snapshot", "firewall", "rrd", "rrddata"]
+            sim.config_get(vmid()?, true)?;
+            json!(["config", "pending", "status", "interfaces", "resize", "snapshot", "firewall", "rrd", "rrddata"]
                 .iter()
                 .map(|s| json!({"subdir": s}))
                 .collect::<Vec<_>>())
         }
         ("/nodes/{node}/lxc/{vmid}", "DELETE") => json!(sim.destroy(vmid()?, &params, &caller)?),
-        ("/nodes/{node}/lxc/{vmid}/config", "GET") => sim.config_get(vmid()?)?,
+        ("/nodes/{node}/lxc/{vmid}/config", "GET") => {
+            let current = params.get("current").and_then(|c| parse_boolean(c)) == Some(true);
+            sim.config_get(vmid()?, current)?
+        }
+        ("/nodes/{node}/lxc/{vmid}/pending", "GET") => sim.pending_get(vmid()?)?,
+        ("/nodes/{node}/lxc/{vmid}/resize", "PUT") => json!(sim.resize(vmid()?, &params, &caller)?),
         ("/nodes/{node}/lxc/{vmid}/config", "PUT") => {
             sim.config_put(vmid()?, params.clone()).await?;
             Value::Null
@@ -324,7 +335,7 @@ async fn dispatch(sim: &Arc<Sim>, auth: &Auth, req: Request<Incoming>) -> ApiRes
         ("/nodes/{node}/lxc/{vmid}/interfaces", "GET") => sim.interfaces(vmid()?)?,
         (template, "POST") if template.starts_with("/nodes/{node}/lxc/{vmid}/status/") => {
             let action = template.rsplit('/').next().unwrap_or_default();
-            json!(sim.power(vmid()?, action, &caller)?)
+            json!(sim.power(vmid()?, action, &params, &caller)?)
         }
         ("/nodes/{node}/tasks", "GET") => {
             let filter = TaskFilter {

@@ -321,6 +321,16 @@ fn console_tail(dir: &CtDir) -> String {
 
 /// Stops a container: its init kills everything inside, then ct-init exits;
 /// a stuck container is killed outright (its init follows by parent-death signal).
+/// Asks the container to stop (SIGTERM to its init) and waits at most
+/// `timeout`; returns whether it stopped.
+pub(crate) async fn shutdown(running: &mut RunningCt, timeout: Duration) -> bool {
+    if !running.has_exited() {
+        // SAFETY: signals a child process this pve-sim spawned and has not reaped.
+        unsafe { libc::kill(running.pid as libc::pid_t, libc::SIGTERM) };
+    }
+    tokio::time::timeout(timeout, running.wait_exit()).await.is_ok()
+}
+
 pub(crate) async fn stop(running: &mut RunningCt) {
     let pid = running.pid as libc::pid_t;
     if !running.has_exited() {

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common::{Sim, SshKey, DEBIAN};
 
@@ -267,6 +267,77 @@ async fn config_update_honours_digest_delete_and_locks() -> Result<()> {
     let upid = Sim::ok(sim.post(&sim.node_path("/lxc/140/status/start"), &[]).await?)?;
     let status = sim.wait_task(upid.as_str().context("upid")?).await?;
     assert_eq!(status["exitstatus"], "can't lock file '/run/lock/lxc/pve-config-140.lock' - got timeout");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_running_container_takes_hotpluggable_changes_and_keeps_the_rest_pending() -> Result<()> {
+    let sim = Sim::start(&[]).await?;
+    sim.create(150, &[("rootfs", "local:4"), ("nameserver", "127.0.0.53"), ("tags", "Web;infrahaus")]).await?;
+    sim.start_ct(150).await?;
+    let ct = |rest: &str| sim.node_path(&format!("/lxc/150{rest}"));
+    let limits = |state: &Value| state["containers"][0]["limits"].clone();
+
+    let config = Sim::ok(sim.get(&ct("/config")).await?)?;
+    assert_eq!(config["tags"], "infrahaus;web", "tags sorted, lower-cased, joined by ';'");
+    let change = [
+        ("memory", "1024"),
+        ("swap", "256"),
+        ("cores", "2"),
+        ("nameserver", "127.0.0.54"),
+        ("rootfs", "local:vm-150-disk-0,size=40G"),
+        ("tags", "db;web;DB"),
+    ];
+    Sim::ok(sim.put(&ct("/config"), &change).await?)?;
+    let current = Sim::ok(sim.get(&ct("/config?current=1")).await?)?;
+    assert_eq!(
+        (current["memory"].clone(), current["swap"].clone(), current["cores"].clone()),
+        (json!(1024), json!(256), json!(2))
+    );
+    assert_eq!(current["tags"], "db;web");
+    assert_eq!(current["nameserver"], "127.0.0.53", "nameserver waits for the next start");
+    assert_eq!(current["rootfs"], "local:vm-150-disk-0,size=4G");
+    let with_pending = Sim::ok(sim.get(&ct("/config")).await?)?;
+    assert_eq!(with_pending["nameserver"], "127.0.0.54", "GET config shows pending values");
+    let pending = Sim::ok(sim.get(&ct("/pending")).await?)?;
+    let entry = |key: &str| pending.as_array().and_then(|l| l.iter().find(|e| e["key"] == key)).cloned();
+    assert_eq!(entry("nameserver"), Some(json!({"key": "nameserver", "value": "127.0.0.53", "pending": "127.0.0.54"})));
+    assert_eq!(entry("memory"), Some(json!({"key": "memory", "value": 1024})));
+    let state = sim.admin_state().await?;
+    assert_eq!(limits(&state)["memory"], "1024", "the running guest has the new memory: {state}");
+    assert_eq!(limits(&state)["disk_bytes"], 4u64 << 30, "a size= through config resizes nothing");
+
+    let shrink = sim.put(&ct("/resize"), &[("disk", "rootfs"), ("size", "2G")]).await?;
+    assert_eq!((shrink.status, shrink.reason.as_str()), (500, "unable to shrink disk size"));
+    let same = sim.put(&ct("/resize"), &[("disk", "rootfs"), ("size", "4G")]).await?;
+    assert_eq!(same.reason, "disk is already at specified size");
+    sim.run_task(sim.put(&ct("/resize"), &[("disk", "rootfs"), ("size", "+2G")]).await?).await?;
+    assert_eq!(limits(&sim.admin_state().await?)["disk_bytes"], 6u64 << 30);
+    let current = Sim::ok(sim.get(&ct("/config?current=1")).await?)?;
+    assert_eq!(current["rootfs"], "local:vm-150-disk-0,size=6G");
+
+    Sim::ok(sim.put(&ct("/config"), &[("revert", "rootfs")]).await?)?;
+    sim.run_task(sim.post(&ct("/status/reboot"), &[]).await?).await?;
+    let current = Sim::ok(sim.get(&ct("/config?current=1")).await?)?;
+    assert_eq!(current["nameserver"], "127.0.0.54", "a reboot applies what was pending");
+    assert_eq!(
+        Sim::ok(sim.get(&ct("/pending")).await?)?
+            .as_array()
+            .map(|l| l.iter().filter(|e| e.get("pending").is_some()).count()),
+        Some(0)
+    );
+    let status = Sim::ok(sim.get(&ct("/status/current")).await?)?;
+    assert_eq!(status["status"], "running");
+
+    sim.run_task(sim.post(&ct("/status/shutdown"), &[("timeout", "5"), ("forceStop", "1")]).await?).await?;
+    assert_eq!(Sim::ok(sim.get(&ct("/status/current")).await?)?["status"], "stopped");
+    Sim::ok(sim.put(&ct("/config"), &[("nameserver", "127.0.0.55")]).await?)?;
+    let current = Sim::ok(sim.get(&ct("/config?current=1")).await?)?;
+    assert_eq!(current["nameserver"], "127.0.0.55", "a stopped container takes everything at once");
+    let nothing = sim.put(&ct("/config"), &[]).await?;
+    assert_eq!((nothing.status, nothing.reason.as_str()), (500, "no options specified"));
+    let required = sim.put(&ct("/config"), &[("delete", "memory")]).await?;
+    assert_eq!(required.reason, "unable to delete required option 'memory'");
     Ok(())
 }
 

@@ -6,7 +6,8 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::network::random_hwaddr;
-use super::storage::{parse_rootfs_volume, size_bytes, STORAGES};
+use super::pending::{unique_tags, Pending};
+use super::storage::{parse_rootfs_volume, print_size, size_bytes, size_bytes_exact, STORAGES};
 use super::{no_such_ct, ApiError, ApiResult, Caller, Ct, Sim};
 use crate::ctconfig;
 use crate::runtime::{self, RootfsSetup};
@@ -31,9 +32,11 @@ const CREATE_ONLY: &[&str] = &[
     "unprivileged",
 ];
 
-/// The digest PUT's `digest` is compared with: a hash of the config as PVE writes it.
-fn config_digest(config: &Params) -> String {
-    let text: String = config.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+/// The digest PUT's `digest` is compared with: a hash of the config file as
+/// PVE writes it, its pending section included.
+fn config_digest(config: &Params, pending: &Pending) -> String {
+    let mut text: String = config.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+    text.push_str(&pending.render());
     let hex: String = Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
     hex[..40].to_string()
 }
@@ -106,15 +109,30 @@ impl Sim {
 
     // ---- config ------------------------------------------------------------
 
-    pub(crate) fn config_get(&self, vmid: u32) -> ApiResult<Value> {
+    /// `GET config`: with pending values taken in, or with `current` the
+    /// values in effect.
+    pub(crate) fn config_get(&self, vmid: u32, current: bool) -> ApiResult<Value> {
         let state = self.state();
         let ct = state.cts.get(&vmid).ok_or_else(|| no_such_ct(&self.cfg.node, vmid))?;
+        let view = if current { ct.config.clone() } else { ct.pending.overlay(&ct.config) };
         let mut out = Map::new();
-        for (key, value) in &ct.config {
+        for (key, value) in &view {
             out.insert(key.clone(), typed_json(self.config_schema(key), value));
         }
-        out.insert("digest".into(), json!(config_digest(&ct.config)));
+        out.insert("digest".into(), json!(config_digest(&ct.config, &ct.pending)));
         Ok(Value::Object(out))
+    }
+
+    /// `GET pending`: each option with its value in effect, its pending value
+    /// and a pending delete.
+    pub(crate) fn pending_get(&self, vmid: u32) -> ApiResult<Value> {
+        let state = self.state();
+        let ct = state.cts.get(&vmid).ok_or_else(|| no_such_ct(&self.cfg.node, vmid))?;
+        let mut entries = ct.pending.entries(&ct.config, |key, value| typed_json(self.config_schema(key), value));
+        if let Some(list) = entries.as_array_mut() {
+            list.push(json!({"key": "digest", "value": config_digest(&ct.config, &ct.pending)}));
+        }
+        Ok(entries)
     }
 
     /// Checks `net[n]` values and completes them the way PVE stores them (hwaddr, type).
@@ -138,6 +156,9 @@ impl Sim {
         }
     }
 
+    /// `PUT config` (`update_vm`): changes go through the pending section;
+    /// a running container takes what can be hot-plugged, the rest waits for
+    /// its next start.
     pub(crate) async fn config_put(&self, vmid: u32, mut params: Params) -> ApiResult<()> {
         {
             let state = self.state();
@@ -151,18 +172,38 @@ impl Sim {
             params.remove(key);
         }
         let digest = params.remove("digest");
-        let deletes: Vec<String> = params
-            .remove("delete")
-            .map(|d| d.split([',', ';', ' ']).filter(|s| !s.is_empty()).map(String::from).collect())
-            .unwrap_or_default();
-        params.remove("revert");
+        if params.is_empty() {
+            return Err(ApiError::internal("no options specified"));
+        }
+        let list = |value: Option<String>| -> Vec<String> {
+            value
+                .map(|d| d.split([',', ';', ' ']).filter(|s| !s.is_empty()).map(String::from).collect())
+                .unwrap_or_default()
+        };
+        let deletes = list(params.remove("delete"));
+        let reverts = list(params.remove("revert"));
         self.normalize_nets(&mut params)?;
+        if let Some(tags) = params.get_mut("tags") {
+            *tags = unique_tags(tags);
+        }
         let mut errors = ParamErrors::new();
+        for key in &reverts {
+            if self.config_schema(key).is_none() {
+                errors.insert("revert".into(), format!("unknown option '{key}'"));
+            } else if params.contains_key(key) {
+                errors.insert("revert".into(), format!("you can't use '-{key}' and '-revert {key}' at the same time"));
+            }
+        }
         for key in &deletes {
             if self.config_schema(key).is_none() {
-                errors.insert("delete".into(), format!("unable to delete unknown option '{key}'"));
+                errors.insert("delete".into(), format!("unknown option '{key}'"));
             } else if params.contains_key(key) {
-                errors.insert(key.clone(), "can't set and delete the same option".into());
+                errors.insert("delete".into(), format!("you can't use '-{key}' and -delete {key}' at the same time"));
+            } else if reverts.contains(key) {
+                errors.insert(
+                    "delete".into(),
+                    format!("you can't use '-delete {key}' and '-revert {key}' at the same time"),
+                );
             }
         }
         if !errors.is_empty() {
@@ -171,23 +212,82 @@ impl Sim {
         let mut state = self.state();
         let current = state.cts.get(&vmid).ok_or_else(|| no_such_ct(&self.cfg.node, vmid))?;
         if let Some(digest) = digest {
-            if digest != config_digest(&current.config) {
+            if digest != config_digest(&current.config, &current.pending) {
                 return Err(ApiError::internal(
                     "detected modified configuration - file changed by other user? Try again.",
                 ));
             }
         }
+        let running = Self::is_running(current);
         let mut config = current.config.clone();
-        for key in &deletes {
-            config.remove(key);
-        }
-        config.extend(params);
+        let mut pending = current.pending.clone();
+        pending.update(&mut config, params, &deletes, &reverts, running).map_err(ApiError::internal)?;
         let lease = self.resolve_lease(&state, vmid, &config, current.lease)?;
         if let Some(ct) = state.cts.get_mut(&vmid) {
             ct.config = config;
+            ct.pending = pending;
             ct.lease = lease;
         }
         Ok(())
+    }
+
+    /// `PUT resize` (`resize_vm`): grows a volume, checked before the worker
+    /// starts, and records the new size in the config.
+    pub(crate) fn resize(self: &Arc<Self>, vmid: u32, params: &Params, caller: &Caller) -> ApiResult<String> {
+        let disk = params.get("disk").cloned().unwrap_or_default();
+        let size = params.get("size").cloned().unwrap_or_default();
+        let (grow, number) = match size.strip_prefix('+') {
+            Some(rest) => (true, rest),
+            None => (false, size.as_str()),
+        };
+        let requested = size_bytes_exact(number).ok_or_else(|| ApiError::internal("invalid size string"))?;
+        let new_bytes = {
+            let state = self.state();
+            let ct = state.cts.get(&vmid).ok_or_else(|| no_such_ct(&self.cfg.node, vmid))?;
+            Self::check_lock(ct)?;
+            if let Some(digest) = params.get("digest") {
+                if *digest != config_digest(&ct.config, &ct.pending) {
+                    return Err(ApiError::internal(
+                        "detected modified configuration - file changed by other user? Try again.",
+                    ));
+                }
+            }
+            if disk != "rootfs" || !ct.config.contains_key("rootfs") {
+                return Err(ApiError::internal(format!(
+                    "unable to parse volume ID '{}'",
+                    ct.config.get(&disk).cloned().unwrap_or_default()
+                )));
+            }
+            let new_bytes = if grow { ct.volume_bytes + requested } else { requested };
+            if new_bytes < ct.volume_bytes {
+                return Err(ApiError::internal("unable to shrink disk size"));
+            }
+            if new_bytes == ct.volume_bytes {
+                return Err(ApiError::internal("disk is already at specified size"));
+            }
+            new_bytes
+        };
+        let sim = self.clone();
+        Ok(self.spawn_task(
+            "resize",
+            vmid,
+            caller,
+            move |ctx| async move {
+                let mut state = sim.state();
+                let ct = state.cts.get_mut(&vmid).ok_or_else(|| no_such_ct(&sim.cfg.node, vmid).message)?;
+                ct.volume_bytes = new_bytes;
+                if let Some(rootfs) = ct.config.get("rootfs").cloned() {
+                    let mut parts: Vec<String> =
+                        rootfs.split(',').filter(|p| !p.starts_with("size=")).map(String::from).collect();
+                    parts.push(format!("size={}", print_size(new_bytes)));
+                    ct.config.insert("rootfs".into(), parts.join(","));
+                }
+                drop(state);
+                ctx.log(format!("Resizing image: {} bytes", new_bytes));
+                Ok(())
+            },
+            || {},
+        ))
     }
 
     // ---- create --------------------------------------------------------------
@@ -221,6 +321,9 @@ impl Sim {
             return Err(ApiError::internal(format!("storage '{storage}' does not exist")));
         }
         self.normalize_nets(&mut params)?;
+        if let Some(tags) = params.get_mut("tags") {
+            *tags = unique_tags(tags);
+        }
 
         let file = ostemplate.rsplit('/').next().unwrap_or_default().to_string();
         let ostype = ["debian", "ubuntu", "alpine", "centos", "fedora", "archlinux"]
@@ -261,7 +364,14 @@ impl Sim {
             let locked = Params::from([("lock".to_string(), "create".to_string())]);
             state.cts.insert(
                 vmid,
-                Ct { config: locked, lease, running: None, file_lock: Arc::new(tokio::sync::Mutex::new(())) },
+                Ct {
+                    config: locked,
+                    pending: Pending::default(),
+                    volume_bytes: (size_gib * f64::from(1u32 << 30)) as u64,
+                    lease,
+                    running: None,
+                    file_lock: Arc::new(tokio::sync::Mutex::new(())),
+                },
             );
         }
 
@@ -379,8 +489,12 @@ mod tests {
     fn digest_follows_content() {
         let a: Params = [("hostname".to_string(), "a".to_string())].into();
         let b: Params = [("hostname".to_string(), "b".to_string())].into();
-        assert_eq!(config_digest(&a).len(), 40);
-        assert_ne!(config_digest(&a), config_digest(&b));
-        assert_eq!(config_digest(&a), config_digest(&a.clone()));
+        let none = Pending::default();
+        let mut some = Pending::default();
+        some.values.insert("nameserver".into(), "127.0.0.53".into());
+        assert_eq!(config_digest(&a, &none).len(), 40);
+        assert_ne!(config_digest(&a, &none), config_digest(&b, &none));
+        assert_ne!(config_digest(&a, &none), config_digest(&a, &some), "the pending section counts");
+        assert_eq!(config_digest(&a, &none), config_digest(&a.clone(), &none));
     }
 }

@@ -7,6 +7,7 @@
 
 mod guests;
 mod network;
+mod pending;
 mod power;
 mod storage;
 mod tasks;
@@ -75,7 +76,12 @@ pub(crate) struct SimConfig {
 }
 
 struct Ct {
+    /// The config in effect (`GET config?current=1`).
     config: Params,
+    /// Written but not in effect until the next start.
+    pending: pending::Pending,
+    /// The size of the rootfs volume, which only a resize changes.
+    volume_bytes: u64,
     lease: Option<(Ipv4Addr, u8)>,
     running: Option<RunningCt>,
     file_lock: Arc<tokio::sync::Mutex<()>>,
@@ -247,6 +253,12 @@ impl Sim {
                     "vmid": vmid,
                     "status": if running.is_some() { "running" } else { "stopped" },
                     "lock": ct.config.get("lock"),
+                    // What the running guest has: the config in effect, not what is pending.
+                    "limits": {
+                        "memory": ct.config.get("memory"), "swap": ct.config.get("swap"),
+                        "cores": ct.config.get("cores"), "disk_bytes": ct.volume_bytes,
+                    },
+                    "pending": ct.pending.values, "pending_delete": ct.pending.delete,
                     "ip": ct.lease.map(|(a, _)| a.to_string()),
                     "pid": running.map(|r| r.pid),
                     "pids": running.map(|r| runtime::tree_pids(r.pid)),

@@ -1,22 +1,29 @@
 //! Power actions: start, stop, shutdown and reboot, and the checks they share.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{no_such_ct, ApiError, ApiResult, Caller, Ct, Sim};
 use crate::runtime;
+use crate::schema::{parse_boolean, Params};
+
+/// `vm_shutdown`'s default `timeout`.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 60;
 
 impl Sim {
-    fn is_running(ct: &Ct) -> bool {
+    pub(super) fn is_running(ct: &Ct) -> bool {
         ct.running.as_ref().is_some_and(|r| !r.has_exited())
     }
 
     pub(super) async fn start_container(&self, vmid: u32) -> Result<(), String> {
         let (hostname, ip) = {
-            let state = self.state();
-            let ct = state.cts.get(&vmid).ok_or_else(|| no_such_ct(&self.cfg.node, vmid).message)?;
+            let mut state = self.state();
+            let ct = state.cts.get_mut(&vmid).ok_or_else(|| no_such_ct(&self.cfg.node, vmid).message)?;
             if Self::is_running(ct) {
                 return Err(format!("CT {vmid} already running"));
             }
+            // `vm_start`: pending changes are applied while starting.
+            ct.pending.apply(&mut ct.config);
             (ct.config.get("hostname").cloned().unwrap_or_else(|| format!("CT{vmid}")), ct.lease.map(|(a, _)| a))
         };
         let running = self
@@ -38,6 +45,25 @@ impl Sim {
         Ok(())
     }
 
+    /// `vm_stop` with a shutdown timeout: the container is asked to stop;
+    /// if it has not after `timeout`, it is killed when `force`, else the
+    /// task fails as Proxmox's does.
+    async fn shutdown_container(&self, vmid: u32, timeout: Duration, force: bool) -> Result<(), String> {
+        let running = self.state().cts.get_mut(&vmid).and_then(|ct| ct.running.take());
+        let Some(mut running) = running else { return Ok(()) };
+        if runtime::shutdown(&mut running, timeout).await {
+            return Ok(());
+        }
+        if force {
+            runtime::stop(&mut running).await;
+            return Ok(());
+        }
+        if let Some(ct) = self.state().cts.get_mut(&vmid) {
+            ct.running = Some(running);
+        }
+        Err("container did not stop".into())
+    }
+
     pub(super) async fn stop_container(&self, vmid: u32) {
         let running = self.state().cts.get_mut(&vmid).and_then(|ct| ct.running.take());
         if let Some(mut running) = running {
@@ -53,8 +79,16 @@ impl Sim {
         Ok(Self::is_running(ct))
     }
 
-    pub(crate) fn power(self: &Arc<Self>, vmid: u32, action: &str, caller: &Caller) -> ApiResult<String> {
+    pub(crate) fn power(
+        self: &Arc<Self>,
+        vmid: u32,
+        action: &str,
+        params: &Params,
+        caller: &Caller,
+    ) -> ApiResult<String> {
         let running = self.power_precheck(vmid)?;
+        let timeout = params.get("timeout").and_then(|t| t.parse().ok());
+        let force = params.get("forceStop").and_then(|f| parse_boolean(f)) == Some(true);
         let sim = self.clone();
         match action {
             "start" => {
@@ -74,13 +108,19 @@ impl Sim {
                     return Err(ApiError::internal(format!("CT {vmid} not running")));
                 }
                 let task_type = if action == "stop" { "vzstop" } else { "vzshutdown" };
+                let shutdown = action == "shutdown";
                 Ok(self.spawn_task(
                     task_type,
                     vmid,
                     caller,
                     move |_| async move {
-                        sim.stop_container(vmid).await;
-                        Ok(())
+                        if shutdown {
+                            let timeout = Duration::from_secs(timeout.unwrap_or(SHUTDOWN_TIMEOUT_SECS));
+                            sim.shutdown_container(vmid, timeout, force).await
+                        } else {
+                            sim.stop_container(vmid).await;
+                            Ok(())
+                        }
                     },
                     || {},
                 ))
@@ -89,12 +129,15 @@ impl Sim {
                 if !running {
                     return Err(ApiError::internal(format!("CT {vmid} not running")));
                 }
+                // `vm_reboot`: a shutdown that kills after its timeout, then
+                // `vm_start`, which applies what was pending.
                 Ok(self.spawn_task(
                     "vzreboot",
                     vmid,
                     caller,
                     move |_| async move {
-                        sim.stop_container(vmid).await;
+                        let timeout = timeout.map_or(Duration::from_secs(10), Duration::from_secs);
+                        sim.shutdown_container(vmid, timeout, true).await?;
                         sim.start_container(vmid).await
                     },
                     || {},

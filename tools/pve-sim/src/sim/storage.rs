@@ -17,6 +17,32 @@ pub(super) fn parse_rootfs_volume(volume: &str, default_storage: &str) -> (Strin
     }
 }
 
+/// `PVE::JSONSchema::parse_size`: `\d+(\.\d+)?[KMGT]?`, a bare number in bytes.
+pub(super) fn size_bytes_exact(size: &str) -> Option<u64> {
+    let (number, unit) = size.split_at(size.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(size.len()));
+    let value: f64 = number.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
+    let factor: u64 = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return None,
+    };
+    Some((value * factor as f64) as u64)
+}
+
+/// `PVE::JSONSchema::format_size`: the largest unit that divides the size.
+pub(super) fn print_size(bytes: u64) -> String {
+    for (unit, factor) in [("T", 1u64 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
+        if bytes >= factor && bytes % factor == 0 {
+            return format!("{}{unit}", bytes / factor);
+        }
+    }
+    bytes.to_string()
+}
+
+/// A config `size=` value (a bare number in GiB).
 pub(super) fn size_bytes(size: &str) -> u64 {
     let (number, unit) = size.split_at(size.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(size.len()));
     let value: f64 = number.parse().unwrap_or(0.0);
@@ -59,7 +85,7 @@ impl Sim {
                 let volume = rootfs.split(',').next().unwrap_or_default();
                 if volume.starts_with(&format!("{storage}:")) {
                     items.push(
-                        json!({"volid": volume, "content": "rootdir", "format": "raw", "size": 8u64 << 30, "vmid": id}),
+                        json!({"volid": volume, "content": "rootdir", "format": "raw", "size": ct.volume_bytes, "vmid": id}),
                     );
                 }
             }
@@ -90,5 +116,10 @@ mod tests {
         assert_eq!(size_bytes("8G"), 8 << 30);
         assert_eq!(size_bytes("512M"), 512 << 20);
         assert_eq!(size_bytes("4"), 4 << 30);
+        assert_eq!(size_bytes_exact("10G"), Some(10 << 30));
+        assert_eq!(size_bytes_exact("1024"), Some(1024));
+        assert_eq!(size_bytes_exact("1X"), None);
+        assert_eq!(print_size(12 << 30), "12G");
+        assert_eq!(print_size((4 << 30) + (512 << 20)), "4608M");
     }
 }
