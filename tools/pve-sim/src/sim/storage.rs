@@ -35,7 +35,7 @@ pub(super) fn size_bytes_exact(size: &str) -> Option<u64> {
 /// `PVE::JSONSchema::format_size`: the largest unit that divides the size.
 pub(super) fn print_size(bytes: u64) -> String {
     for (unit, factor) in [("T", 1u64 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
-        if bytes >= factor && bytes % factor == 0 {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
             return format!("{}{unit}", bytes / factor);
         }
     }
