@@ -317,10 +317,12 @@ async fn a_generated_password_secret_left_by_an_earlier_container_of_the_name_is
     world.start_controller(&[]).expect("controller");
     world.apply(template("web", false)).await.expect("template");
     // What a deleted Container `again` leaves for the garbage collector: its
-    // generated Secret, owned by a uid no Container has any more.
+    // generated Secret, owned by a uid no Container has any more. The
+    // finalizer holds it while the collector is at work, as a slow collector
+    // would.
     world
         .apply(json!({"apiVersion": "v1", "kind": "Secret",
-                      "metadata": {"name": "again-root-password", "ownerReferences": [{
+                      "metadata": {"name": "again-root-password", "finalizers": ["test.infrahaus.io/hold"], "ownerReferences": [{
                           "apiVersion": "infrahaus.io/v1alpha1", "kind": "Container", "name": "again",
                           "uid": "0b7a8e52-5d3c-4d0e-9a55-3f1c2b6d9e01", "controller": true}]},
                       "stringData": {"password": "password-of-the-earlier-one"}}))
@@ -341,9 +343,18 @@ async fn a_generated_password_secret_left_by_an_earlier_container_of_the_name_is
     let message = status.message.unwrap_or_default();
     assert!(message.contains("again-root-password is left from an earlier Container again"), "{message}");
 
-    // The garbage collector's part (the test bed runs no controller manager).
+    // The collector's work ends: the Secret goes.
     let secrets = world.api::<k8s_openapi::api::core::v1::Secret>();
-    secrets.delete("again-root-password", &DeleteParams::default()).await.expect("collect");
+    let release = json!({"metadata": {"finalizers": null}});
+    secrets
+        .patch("again-root-password", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&release))
+        .await
+        .expect("release the finalizer");
+    match secrets.delete("again-root-password", &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(error) => panic!("delete: {error}"),
+    }
     let ct = world.wait_phase("again", Phase::Ready, READY_TIMEOUT).await.expect("Ready once it is gone");
     let secret = secrets.get("again-root-password").await.expect("a new generated Secret");
     let owner = &secret.owner_references()[0];

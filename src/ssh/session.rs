@@ -112,15 +112,25 @@ impl SshSession {
         timeout: Duration,
         on_line: impl FnMut(Stream, &str),
     ) -> Result<ExitStatus, SshError> {
-        self.exec_as(&random_exec_id(), command, timeout, on_line).await
+        self.exec_marked(&random_exec_id(), false, command, timeout, on_line).await
     }
 
-    /// [`exec`](Self::exec) with the marker `exec_id` (hex digits) in the
-    /// environment of the command and everything it starts, so that a later
-    /// session can find it ([`settle_exec`](Self::settle_exec)).
+    /// [`exec`](Self::exec) with the marker `exec_id` (hex digits), whose
+    /// process a later session can wait for ([`settle_exec`](Self::settle_exec)).
     pub async fn exec_as(
         &self,
         exec_id: &str,
+        command: &str,
+        timeout: Duration,
+        on_line: impl FnMut(Stream, &str),
+    ) -> Result<ExitStatus, SshError> {
+        self.exec_marked(exec_id, true, command, timeout, on_line).await
+    }
+
+    async fn exec_marked(
+        &self,
+        exec_id: &str,
+        record_pid: bool,
         command: &str,
         timeout: Duration,
         mut on_line: impl FnMut(Stream, &str),
@@ -128,7 +138,7 @@ impl SshSession {
         let mut stdout = LineSplitter::default();
         let mut stderr = LineSplitter::default();
         let status = self
-            .run(command, exec_id, None, timeout, |stream, chunk| match stream {
+            .run(command, exec_id, record_pid, None, timeout, |stream, chunk| match stream {
                 Stream::Stdout => stdout.push(chunk, |line| on_line(Stream::Stdout, line)),
                 Stream::Stderr => stderr.push(chunk, |line| on_line(Stream::Stderr, line)),
             })
@@ -180,7 +190,7 @@ impl SshSession {
         let mut stderr = Vec::new();
         let mut too_large = false;
         let status = self
-            .run(command, &random_exec_id(), stdin, timeout, |stream, chunk| {
+            .run(command, &random_exec_id(), false, stdin, timeout, |stream, chunk| {
                 let buffer = match stream {
                     Stream::Stdout => &mut stdout,
                     Stream::Stderr => &mut stderr,
@@ -206,6 +216,7 @@ impl SshSession {
         &self,
         command: &str,
         exec_id: &str,
+        record_pid: bool,
         stdin: Option<&[u8]>,
         timeout: Duration,
         mut on_data: impl FnMut(Stream, &[u8]),
@@ -215,7 +226,9 @@ impl SshSession {
         let exec_id: String = exec_id.chars().filter(char::is_ascii_hexdigit).collect();
 
         let conversation = async {
-            channel.exec(true, marked_command(command, &exec_id)).await?;
+            let marked =
+                if record_pid { recorded_command(command, &exec_id) } else { marked_command(command, &exec_id) };
+            channel.exec(true, marked).await?;
             // A command may exit without reading all of its input; its exit status
             // then explains more than the failed write, so the write error is only
             // reported when no status arrives.
@@ -269,20 +282,18 @@ impl SshSession {
         }
     }
 
-    /// Waits, for at most `timeout`, until no process carries the marker
-    /// `exec_id` any more, and kills what still does then. A command whose
-    /// controller went away (a process killed, a reconcile dropped) keeps
-    /// running in the guest; started again beside it, a script would race
-    /// its own earlier run. Returns whether such a process was found.
+    /// Waits, for at most `timeout`, until the command last run with the
+    /// marker `exec_id` ([`exec_as`](Self::exec_as)) has ended, and stops its
+    /// process group if it has not by then. A command whose controller went
+    /// away (a process killed, a reconcile dropped) keeps running in the
+    /// guest; started again beside it, a script would race its own earlier
+    /// run. Only the command itself is waited for: a server it started in the
+    /// background is meant to stay. Returns whether it was still running.
     pub async fn settle_exec(&self, exec_id: &str, timeout: Duration) -> Result<bool, SshError> {
         let exec_id: String = exec_id.chars().filter(char::is_ascii_hexdigit).collect();
         let command = settle_exec_command(&exec_id, timeout.as_secs().max(1));
         let output = self.exec_capture(&command, timeout + KILL_TIMEOUT).await?;
-        let found = output.stdout.contains("found");
-        if output.status != ExitStatus::Code(0) {
-            self.kill_exec(&exec_id).await;
-        }
-        Ok(found)
+        Ok(output.stdout.contains("found"))
     }
 
     /// Kills every process that inherited the marker of a timed-out command.
@@ -316,23 +327,43 @@ fn marked_command(command: &str, exec_id: &str) -> String {
     format!("export {EXEC_ID_VARIABLE}={exec_id}; exec /bin/sh -c {}", shell_quote(command))
 }
 
+/// Where a recorded command's pid is kept in the guest.
+fn pid_file(exec_id: &str) -> String {
+    format!("/tmp/.infrahaus-exec-{exec_id}.pid")
+}
+
+/// [`marked_command`] that also records its pid (the shell `exec`s the
+/// command, so the pid stays the command's).
+fn recorded_command(command: &str, exec_id: &str) -> String {
+    let pid_file = pid_file(exec_id);
+    format!(
+        "export {EXEC_ID_VARIABLE}={exec_id}; echo $$ > {pid_file} 2>/dev/null; exec /bin/sh -c {}",
+        shell_quote(command)
+    )
+}
+
 fn random_exec_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-/// Whether a process carries the marker: `$1` is `VARIABLE=id`.
-const MARKED_PROCESS_SCAN: &str = "for environ in /proc/[0-9]*/environ; do \
-     if tr '\\0' '\\n' < \"$environ\" 2>/dev/null | grep -qxF \"$1\"; then return 0; fi; done; return 1";
-
-/// Prints `found` if a process carries the marker, then polls every second
-/// until none does (exit 0) or `seconds` pass (exit 3).
+/// Prints `found` if the recorded command of `exec_id` still runs, then
+/// polls every second until it ends (exit 0) or `seconds` pass; then its
+/// process group is stopped (TERM, then KILL) and the exit is 3.
 fn settle_exec_command(exec_id: &str, seconds: u64) -> String {
     let marker = format!("{EXEC_ID_VARIABLE}={exec_id}");
+    let pid_file = pid_file(exec_id);
     format!(
-        "marked() {{ {MARKED_PROCESS_SCAN}; }}; \
-         if marked {marker}; then echo found; else exit 0; fi; \
+        "pid=$(cat {pid_file} 2>/dev/null) || exit 0; \
+         case \"$pid\" in ''|*[!0-9]*) exit 0;; esac; \
+         running() {{ tr '\\0' '\\n' < /proc/$pid/environ 2>/dev/null | grep -qxF {marker}; }}; \
+         running || exit 0; echo found; \
          end=$(( $(date +%s) + {seconds} )); \
-         while marked {marker}; do [ \"$(date +%s)\" -ge \"$end\" ] && exit 3; sleep 1; done; exit 0"
+         while running; do \
+           if [ \"$(date +%s)\" -ge \"$end\" ]; then \
+             kill -TERM -- -$pid 2>/dev/null || kill -TERM $pid 2>/dev/null; sleep 2; \
+             kill -KILL -- -$pid 2>/dev/null || kill -KILL $pid 2>/dev/null; exit 3; \
+           fi; sleep 1; \
+         done; exit 0"
     )
 }
 
@@ -488,27 +519,60 @@ mod tests {
     }
 
     #[test]
-    fn settle_exec_command_waits_for_marked_processes_to_end() {
+    fn settle_exec_command_waits_for_the_recorded_command_not_its_servers() {
         let run = |id: &str, seconds: u64| {
             Command::new("sh").arg("-c").arg(settle_exec_command(id, seconds)).output().expect("run settle")
+        };
+        // Its own process group, as sshd gives each session.
+        let spawn = |command: &str, id: &str| {
+            use std::os::unix::process::CommandExt;
+            Command::new("sh").arg("-c").arg(recorded_command(command, id)).process_group(0).spawn().expect("spawn")
+        };
+        let marked_pids = |id: &str| -> Vec<u32> {
+            let marker = format!("{EXEC_ID_VARIABLE}={id}");
+            let entries = std::fs::read_dir("/proc").expect("proc");
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/environ"))
+                        .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == marker.as_bytes()))
+                })
+                .collect()
+        };
+        let kill_marked = |id: &str| {
+            let killer = Command::new("sh").arg("-c").arg(kill_exec_command(id)).output().expect("run killer");
+            assert!(killer.status.success(), "{killer:?}");
         };
         let none = run("abcd02", 5);
         assert_eq!((none.status.code(), none.stdout.as_slice()), (Some(0), &b""[..]), "nothing to wait for");
 
-        let mut short = Command::new("sh").arg("-c").arg(marked_command("sleep 2", "abcd01")).spawn().expect("spawn");
+        let mut short = spawn("sleep 2", "abcd01");
         std::thread::sleep(std::time::Duration::from_millis(300));
         let waited = run("abcd01", 20);
         assert_eq!(waited.status.code(), Some(0), "{waited:?}");
         assert_eq!(String::from_utf8_lossy(&waited.stdout).trim(), "found");
-        assert!(matches!(short.try_wait(), Ok(Some(_))), "returned only once the marked process ended");
+        assert!(matches!(short.try_wait(), Ok(Some(_))), "returned only once the recorded command ended");
 
-        let mut long = Command::new("sh").arg("-c").arg(marked_command("sleep 43", "abcd03")).spawn().expect("spawn");
+        // A script that leaves a server behind has ended: the server is not waited for.
+        let mut launcher = spawn("setsid sleep 44 >/dev/null 2>&1 </dev/null & exit 0", "abcd04");
+        let _ = launcher.wait();
+        let server = marked_pids("abcd04");
+        assert_eq!(server.len(), 1, "the server runs with the marker");
+        let done = run("abcd04", 20);
+        assert_eq!((done.status.code(), done.stdout.as_slice()), (Some(0), &b""[..]), "{done:?}");
+        assert!(std::path::Path::new(&format!("/proc/{}", server[0])).exists(), "the server is left running");
+        kill_marked("abcd04");
+
+        let mut long = spawn("sleep 43", "abcd03");
         std::thread::sleep(std::time::Duration::from_millis(300));
         let gave_up = run("abcd03", 1);
         assert_eq!(gave_up.status.code(), Some(3), "{gave_up:?}");
-        let _ = long.kill();
-        let _ = long.wait();
+        assert!(matches!(long.wait().map(|s| s.code()), Ok(None)), "stopped by a signal after the timeout");
         let _ = short.wait();
+        for id in ["abcd01", "abcd03", "abcd04"] {
+            let _ = std::fs::remove_file(pid_file(id));
+        }
     }
 
     #[test]
