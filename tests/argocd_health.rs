@@ -99,6 +99,30 @@ fn ready_true_is_healthy() {
 }
 
 #[test]
+fn a_change_waiting_for_a_restart_is_healthy_and_says_so() {
+    let mut status = ready_status();
+    status["conditions"].as_array_mut().expect("conditions").push(condition(
+        "RestartRequired",
+        "True",
+        2,
+        "pending until the guest restarts: nameserver",
+    ));
+    assert_eq!(
+        health(&container(Some(status))),
+        ("Healthy".into(), "Container ready; restart required: pending until the guest restarts: nameserver".into())
+    );
+}
+
+#[test]
+fn ownership_lost_is_degraded() {
+    let status = json!({
+        "phase": "Error", "message": "reconfiguring failed: guest 120 on node pve1 no longer carries the marker",
+        "observedGeneration": 2, "conditions": [condition("Ready", "False", 2, "OwnershipLost")]
+    });
+    assert_eq!(health(&container(Some(status))).0, "Degraded");
+}
+
+#[test]
 fn phase_error_is_degraded_with_the_controllers_message() {
     let status = json!({
         "phase": "Error", "progress": 70,

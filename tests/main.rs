@@ -18,6 +18,7 @@ mod pipeline;
 mod process;
 mod progress;
 mod proxmox_client;
+mod reconfigure;
 mod replicas;
 mod restarts;
 mod slots;

@@ -15,6 +15,9 @@ pub mod types {
     pub const SYNCED: &str = "Synced";
     /// Everything is done (Container), or the API is reachable with the token (ProxmoxNode).
     pub const READY: &str = "Ready";
+    /// Proxmox holds changes of the guest's config that take effect only
+    /// when the guest restarts.
+    pub const RESTART_REQUIRED: &str = "RestartRequired";
 }
 
 /// Reasons, in CamelCase as Kubernetes expects.
@@ -49,6 +52,14 @@ pub mod reasons {
     pub const TLS_ERROR: &str = "TlsError";
     /// The Container is being deleted.
     pub const DELETING: &str = "Deleting";
+    /// Changed settings wait for the guest's next restart.
+    pub const PENDING_CHANGES: &str = "PendingChanges";
+    /// Every setting is in effect.
+    pub const APPLIED: &str = "Applied";
+    /// The guest lost the ownership marker or tag of this Container.
+    pub const OWNERSHIP_LOST: &str = "OwnershipLost";
+    /// A setting could not be changed on the guest.
+    pub const RECONFIGURE_FAILED: &str = "ReconfigureFailed";
 }
 
 /// The desired state of one condition; `set_condition` supplies the transition time.

@@ -34,7 +34,9 @@ use super::refs::{KeyRef, ObjectRef};
      "message": "vmid is immutable", "fieldPath": ".vmid"},
     {"rule": "has(self.osTemplate) == has(oldSelf.osTemplate) && (!has(self.osTemplate) || self.osTemplate == oldSelf.osTemplate)",
      "message": "osTemplate is immutable", "fieldPath": ".osTemplate"},
-    {"rule": "self.unprivileged == oldSelf.unprivileged", "message": "unprivileged is immutable", "fieldPath": ".unprivileged"}
+    {"rule": "self.unprivileged == oldSelf.unprivileged", "message": "unprivileged is immutable", "fieldPath": ".unprivileged"},
+    {"rule": "!has(oldSelf.resources) || !has(oldSelf.resources.diskGiB) || (has(self.resources) && has(self.resources.diskGiB) && self.resources.diskGiB >= oldSelf.resources.diskGiB)",
+     "message": "resources.diskGiB can only grow: Proxmox cannot shrink a disk", "fieldPath": ".resources.diskGiB"}
 ]))]
 pub struct ContainerSpec {
     /// The ProxmoxNode the container lives on. Immutable.
@@ -114,6 +116,12 @@ pub struct ContainerSpec {
     /// What happens to the guest when the Container is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Whether the guest is restarted when a changed setting takes effect only
+    /// at a restart (Proxmox keeps it pending; the condition RestartRequired
+    /// says which).
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
 }
 
 fn default_true() -> bool {
@@ -189,6 +197,16 @@ pub enum DeletionPolicy {
     Delete,
     /// Leave the guest alone.
     Retain,
+}
+
+/// What a change that Proxmox can apply only at a restart does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RestartPolicy {
+    /// Leave the guest running; RestartRequired says what waits.
+    #[default]
+    Never,
+    /// Reboot the guest once to apply it.
+    OnPendingChange,
 }
 
 /// Where a Container is in its life.

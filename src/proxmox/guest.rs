@@ -126,9 +126,25 @@ pub fn render_tags(user_tags: &[String]) -> String {
     tags.join(";")
 }
 
+/// Whether two tag lists are the same set the way Proxmox compares them
+/// (`get_unique_tags`: split on `;`, `,` or space, lower-cased, de-duplicated).
+pub fn same_tags(a: &str, b: &str) -> bool {
+    let set = |tags: &str| -> std::collections::BTreeSet<String> {
+        tags.split([';', ',', ' ']).filter(|t| !t.is_empty()).map(str::to_lowercase).collect()
+    };
+    set(a) == set(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_compare_as_proxmox_normalizes_them() {
+        assert!(same_tags("infrahaus;web", "web;infrahaus"));
+        assert!(same_tags("infrahaus;Web;web", "infrahaus,web"));
+        assert!(!same_tags("infrahaus;web", "infrahaus"));
+    }
 
     fn network<'a>(bridge: Option<&'a str>, ipv4: Option<&'a str>, gateway: Option<&'a str>) -> Net0<'a> {
         Net0 { bridge, ipv4, gateway }

@@ -184,6 +184,54 @@ pub struct LxcConfig {
     pub other: BTreeMap<String, serde_json::Value>,
 }
 
+impl LxcConfig {
+    /// The rootfs size in bytes, from its `size=` (`8G`, `512M`, ...).
+    pub fn rootfs_bytes(&self) -> Option<u64> {
+        let size = self.rootfs.as_deref()?.split(',').find_map(|part| part.strip_prefix("size="))?;
+        parse_size(size)
+    }
+}
+
+/// `PVE::JSONSchema::parse_size`: a number with an optional `K`, `M`, `G` or
+/// `T`; a bare number is bytes.
+pub fn parse_size(size: &str) -> Option<u64> {
+    let split = size.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(size.len());
+    let (number, unit) = size.split_at(split);
+    let value: f64 = number.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
+    let factor: u64 = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return None,
+    };
+    Some((value * factor as f64) as u64)
+}
+
+/// One entry of `GET /nodes/{node}/lxc/{vmid}/pending`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct PendingEntry {
+    /// The option.
+    pub key: String,
+    /// The value in effect.
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
+    /// The value written but not in effect until the guest restarts.
+    #[serde(default)]
+    pub pending: Option<serde_json::Value>,
+    /// A pending delete (1, or 2 when forced).
+    #[serde(default)]
+    pub delete: Option<u8>,
+}
+
+impl PendingEntry {
+    /// Whether the entry waits for a restart.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some() || self.delete.is_some_and(|d| d > 0)
+    }
+}
+
 /// `GET /nodes/{node}/lxc/{vmid}/status/current`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 pub struct LxcStatus {
@@ -281,6 +329,58 @@ impl Client {
             Err(error) if error.is_no_such_guest() => Ok(None),
             Err(error) => Err(error),
         }
+    }
+
+    /// `GET /nodes/{node}/lxc/{vmid}/config?current=1`: the values in
+    /// effect, without pending changes.
+    pub async fn lxc_config_current(&self, node: &str, vmid: u32) -> Result<LxcConfig, Error> {
+        let vmid = vmid.to_string();
+        let path = ApiPath::new("/nodes/{node}/lxc/{vmid}/config", &[node, &vmid]);
+        self.data(Method::GET, path, vec![("current", flag(true))]).await
+    }
+
+    /// `PUT /nodes/{node}/lxc/{vmid}/config`: a running guest takes what it
+    /// can at once and Proxmox keeps the rest pending until the next start
+    /// (see [`lxc_pending`](Self::lxc_pending)). With `digest`, Proxmox
+    /// refuses the update if the config changed since it was read.
+    pub async fn update_lxc_config(
+        &self,
+        node: &str,
+        vmid: u32,
+        changes: &[(&'static str, String)],
+        digest: Option<&str>,
+    ) -> Result<(), Error> {
+        let vmid = vmid.to_string();
+        let path = ApiPath::new("/nodes/{node}/lxc/{vmid}/config", &[node, &vmid]);
+        let mut params: Params = changes.to_vec();
+        if let Some(digest) = digest {
+            params.push(("digest", digest.to_string()));
+        }
+        let _: Option<serde_json::Value> = self.data(Method::PUT, path, params).await?;
+        Ok(())
+    }
+
+    /// `GET /nodes/{node}/lxc/{vmid}/pending`.
+    pub async fn lxc_pending(&self, node: &str, vmid: u32) -> Result<Vec<PendingEntry>, Error> {
+        let vmid = vmid.to_string();
+        let path = ApiPath::new("/nodes/{node}/lxc/{vmid}/pending", &[node, &vmid]);
+        self.data(Method::GET, path, vec![]).await
+    }
+
+    /// `PUT /nodes/{node}/lxc/{vmid}/resize`: grows a volume (Proxmox cannot
+    /// shrink one) in a task.
+    pub async fn resize_lxc(&self, node: &str, vmid: u32, disk: &str, size: &str) -> Result<Upid, Error> {
+        let vmid = vmid.to_string();
+        let path = ApiPath::new("/nodes/{node}/lxc/{vmid}/resize", &[node, &vmid]);
+        self.data(Method::PUT, path, vec![("disk", disk.to_string()), ("size", size.to_string())]).await
+    }
+
+    /// `POST /nodes/{node}/lxc/{vmid}/status/reboot`: a shutdown, then a
+    /// start that applies pending changes.
+    pub async fn reboot_lxc(&self, node: &str, vmid: u32) -> Result<Upid, Error> {
+        let vmid = vmid.to_string();
+        let path = ApiPath::new("/nodes/{node}/lxc/{vmid}/status/reboot", &[node, &vmid]);
+        self.data(Method::POST, path, vec![]).await
     }
 
     /// `GET /nodes/{node}/lxc/{vmid}/status/current`.

@@ -20,9 +20,11 @@ pub use client::{Client, ClientConfig, RequestObserver, RequestRecord};
 pub use error::Error;
 pub use guest::{
     description_with_marker, eth0_ipv4, has_managed_tag, host_key_fingerprints, is_owned_by, marker_uid, net0,
-    render_tags, uid_marker, Net0, MANAGED_TAG,
+    render_tags, same_tags, uid_marker, Net0, MANAGED_TAG,
 };
-pub use lxc::{rootfs, CreateLxcParams, DeleteLxcOptions, Iface, LxcConfig, LxcStatus, VersionInfo};
+pub use lxc::{
+    parse_size, rootfs, CreateLxcParams, DeleteLxcOptions, Iface, LxcConfig, LxcStatus, PendingEntry, VersionInfo,
+};
 pub use retry::{retry, Backoff};
 pub use secret::{ApiToken, Secret};
 pub use tasks::{successful_exit, TaskLog, TaskLogLine, TaskOutcome, TaskStatus, TaskSummary};

@@ -1,5 +1,7 @@
 -- Argo CD health check for infrahaus.io/Container.
---   Healthy:     the Ready condition is True for the current generation.
+--   Healthy:     the Ready condition is True for the current generation; a
+--                change waiting for a restart (RestartRequired True) is named
+--                in the message.
 --   Degraded:    phase Error (final for this generation and retry value; see
 --                status.message).
 --   Progressing: everything else: a Container being deleted, a spec change or a
@@ -51,10 +53,19 @@ if status.phase == "Error" then
 end
 
 if status.conditions ~= nil then
+  local waiting = nil
+  for _, condition in ipairs(status.conditions) do
+    if condition.type == "RestartRequired" and condition.status == "True" then
+      waiting = condition.message
+    end
+  end
   for _, condition in ipairs(status.conditions) do
     if condition.type == "Ready" and condition.status == "True" and current(generation, condition.observedGeneration) then
       health.status = "Healthy"
       health.message = status.message or condition.message or "Container ready"
+      if waiting ~= nil then
+        health.message = health.message .. "; restart required: " .. waiting
+      end
       return health
     end
   end

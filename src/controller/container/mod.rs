@@ -5,7 +5,9 @@ mod cleanup;
 mod job;
 mod pipeline;
 mod plan;
+mod reconfigure;
 mod resolve;
+mod settings;
 mod stages;
 
 use std::sync::Arc;

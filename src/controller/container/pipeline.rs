@@ -10,6 +10,7 @@ use kube::runtime::events::EventType;
 
 use super::job::Job;
 use super::plan;
+use super::reconfigure;
 use super::stages::{self, Stage, STAGES};
 use crate::crd::conditions::{reasons, set_condition, types, DesiredCondition};
 use crate::crd::{Phase, StageName, StageState, StageStatus};
@@ -21,6 +22,14 @@ use crate::progress::ProgressEvent;
 /// Container Ready.
 pub(crate) async fn run(job: &mut Job<'_>, decision: plan::Run) -> Result<(), Error> {
     begin(job, &decision);
+    // A guest that already ran gets changed settings before the configuration
+    // is deployed again (a new generation, a retry, a resumed run).
+    if job.status.stage_succeeded(StageName::Starting) {
+        if let Err(error) = reconfigure::run(job).await {
+            reconfigure_failed(job, &error).await?;
+            return Err(error);
+        }
+    }
     for stage in &STAGES {
         if job.status.stage_succeeded(stage.name) {
             continue;
@@ -162,6 +171,36 @@ async fn fail(job: &mut Job<'_>, stage: &Stage, error: &Error) -> Result<(), Err
     job.save().await?;
     job.event(EventType::Warning, "StageFailed", stage.action, message.clone()).await;
     job.publish(ProgressEvent::error(&job.identity(), name.as_str(), job.last_percent as u8, &message)).await;
+    job.ctx.metrics.reconcile_failure(error.reason());
+    Ok(())
+}
+
+/// A failed reconfiguration: retried with backoff when transient; an Error
+/// for this generation when permanent, with Ready False saying why.
+async fn reconfigure_failed(job: &mut Job<'_>, error: &Error) -> Result<(), Error> {
+    if error.is_transient() {
+        job.status.message = Some(format!("{}: {error} (retrying)", reconfigure::STEP));
+        job.save().await?;
+        if !matches!(error, Error::Queued { .. }) {
+            let note = format!("{}: {error}", reconfigure::STEP);
+            job.event(EventType::Warning, "ReconfigureRetrying", reconfigure::ACTION, note).await;
+        }
+        return Ok(());
+    }
+    let message = k8s::truncate(&format!("{} failed: {error}", reconfigure::STEP), k8s::STATUS_MESSAGE_LIMIT);
+    let generation = job.ct.metadata.generation;
+    job.status.phase = Some(Phase::Error);
+    job.status.message = Some(message.clone());
+    job.status.task_ref = None;
+    job.status.observed_generation = generation;
+    set_condition(
+        &mut job.status.conditions,
+        DesiredCondition::falsy(types::READY, error.reason(), message.clone(), generation),
+        &now(),
+    );
+    job.save().await?;
+    job.event(EventType::Warning, "ReconfigureFailed", reconfigure::ACTION, message.clone()).await;
+    job.publish(ProgressEvent::error(&job.identity(), reconfigure::STEP, job.last_percent as u8, &message)).await;
     job.ctx.metrics.reconcile_failure(error.reason());
     Ok(())
 }

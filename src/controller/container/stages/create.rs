@@ -12,13 +12,12 @@ use kube::api::{Api, PostParams};
 use rand::distr::{Alphanumeric, SampleString};
 
 use super::super::job::{Job, CREATE_LOG_LINES};
+use super::super::settings::Settings;
 use crate::crd::{conditions::reasons, KeyRef};
 use crate::error::Error;
 use crate::k8s;
 use crate::proxmox::{self, CreateLxcParams, Upid};
 
-const DEFAULT_STORAGE: &str = "local-lvm";
-const DEFAULT_DISK_GIB: i32 = 8;
 const GENERATED_PASSWORD_LEN: usize = 24;
 /// Containers applied together all get the same `/cluster/nextid`; each
 /// collision costs one more allocation.
@@ -165,10 +164,7 @@ fn create_params(job: &Job<'_>, vmid: u32, password: String) -> Result<CreateLxc
             "no OS template: set spec.osTemplate or reference a ContainerTemplate with one",
         )
     })?;
-    let defaults = template.and_then(|t| t.defaults.clone()).unwrap_or_default();
-    let own = spec.resources.clone().unwrap_or_default();
-    let storage = own.storage.or(defaults.storage).unwrap_or_else(|| DEFAULT_STORAGE.into());
-    let disk = own.disk_gib.or(defaults.disk_gib).unwrap_or(DEFAULT_DISK_GIB);
+    let settings = Settings::resolve(&job.ct, job.hostname(), template);
     let network = spec.network.clone().unwrap_or_default();
 
     let mut keys = vec![job.ctx.ssh_public_key.clone()];
@@ -178,23 +174,23 @@ fn create_params(job: &Job<'_>, vmid: u32, password: String) -> Result<CreateLxc
     Ok(CreateLxcParams {
         vmid,
         ostemplate,
-        hostname: job.hostname(),
-        cores: own.cores.or(defaults.cores).map(|v| v.max(1) as u32),
-        memory_mib: own.memory_mib.or(defaults.memory_mib).map(|v| v.max(16) as u64),
-        swap_mib: own.swap_mib.or(defaults.swap_mib).map(|v| v.max(0) as u64),
-        rootfs: Some(proxmox::rootfs(&storage, disk.max(1) as u32)),
+        hostname: settings.hostname,
+        cores: settings.cores,
+        memory_mib: settings.memory_mib,
+        swap_mib: settings.swap_mib,
+        rootfs: Some(proxmox::rootfs(&settings.storage, settings.disk_gib)),
         net0: Some(proxmox::net0(&proxmox::Net0 {
             bridge: network.bridge.as_deref(),
             ipv4: network.ipv4.as_deref(),
             gateway: network.gateway.as_deref(),
         })),
-        nameserver: (!network.nameservers.is_empty()).then(|| network.nameservers.join(" ")),
+        nameserver: settings.nameserver,
         password: Some(password.into()),
         ssh_public_keys: Some(keys.join("\n")),
         unprivileged: spec.unprivileged,
         features: spec.features.as_ref().and_then(features),
-        onboot: spec.start_on_boot,
-        tags: Some(proxmox::render_tags(&spec.tags)),
+        onboot: settings.onboot,
+        tags: Some(settings.tags),
         description: Some(proxmox::description_with_marker(&job.uid, Some(&description))),
         start: false,
     })

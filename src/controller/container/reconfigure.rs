@@ -1,0 +1,141 @@
+//! Day-2 changes: a Container whose guest already ran gets changed settings
+//! (cores, memory, swap, hostname, nameservers, start on boot, tags, a larger
+//! disk) into the guest's Proxmox config before Deploy and Sync run again.
+//!
+//! Proxmox decides what takes effect at once: a running guest takes the
+//! hot-pluggable options and keeps the rest pending until it restarts. The
+//! controller does not guess which: it reads `GET .../pending` after the
+//! update, reports what waits in the condition RestartRequired, and with
+//! `restartPolicy: OnPendingChange` reboots the guest once to apply it. What
+//! was applied at once is read back (`config?current=1`) before the run goes
+//! on, so a Container is Ready for a generation only once Proxmox has its
+//! values in effect or holds them pending, as RestartRequired says.
+//!
+//! Resumable like the stages: a resize or reboot task in flight is recorded
+//! in `status.taskRef` and waited on after a restart; the rest is compared
+//! against the guest's config again, so nothing is applied twice.
+
+use kube::runtime::events::EventType;
+
+use super::job::Job;
+use super::settings::Settings;
+use crate::crd::conditions::{reasons, set_condition, types, DesiredCondition};
+use crate::crd::RestartPolicy;
+use crate::error::Error;
+use crate::progress::ProgressEvent;
+use crate::proxmox;
+
+/// The `step` of this work in progress events.
+pub(crate) const STEP: &str = "reconfiguring";
+/// The action of its Kubernetes Events.
+pub(crate) const ACTION: &str = "Reconfigure";
+/// Where its progress sits: after Start, before Deploy.
+const PERCENT: u8 = 38;
+
+pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
+    let vmid = job.vmid()?;
+    let node = job.node.clone();
+    for task_type in ["resize", "vzreboot"] {
+        if let Some(upid) = job.in_flight_task(task_type)? {
+            step(job, format!("Waiting for {task_type} task {upid}")).await;
+            job.wait_task(&upid).await?;
+            job.status.task_ref = None;
+        }
+    }
+
+    let config = job.pve.lxc_config(&node, vmid).await?;
+    if !proxmox::is_owned_by(config.description.as_deref(), config.tags.as_deref(), &job.uid) {
+        return Err(Error::permanent(
+            reasons::OWNERSHIP_LOST,
+            format!(
+                "guest {vmid} on node {node} no longer carries the `infrahaus.io/uid={}` marker and `infrahaus` tag \
+                 of this Container; it is left untouched",
+                job.uid
+            ),
+        ));
+    }
+    let settings = Settings::resolve(&job.ct, job.hostname(), job.template.as_ref().map(|(_, t)| t));
+    let changes = settings.changes(&config);
+    let mut changed: Vec<&str> = changes.iter().map(|(key, _)| *key).collect();
+    if !changes.is_empty() {
+        step(job, format!("Changing {} of CT {vmid}", changed.join(", "))).await;
+        job.pve.update_lxc_config(&node, vmid, &changes, config.digest.as_deref()).await?;
+    }
+    if let Some(size) = settings.disk_growth(&config) {
+        step(job, format!("Growing the root disk of CT {vmid} to {size}")).await;
+        let upid = job.pve.resize_lxc(&node, vmid, "rootfs", &size).await?;
+        job.set_task(&upid).await?;
+        job.wait_task(&upid).await?;
+        job.status.task_ref = None;
+        changed.push("rootfs");
+    }
+
+    let mut pending = pending_keys(job, vmid).await?;
+    if !pending.is_empty() && job.ct.spec.restart_policy == RestartPolicy::OnPendingChange {
+        let message = format!("Rebooting CT {vmid} to apply {}", pending.join(", "));
+        step(job, message.clone()).await;
+        let upid = job.pve.reboot_lxc(&node, vmid).await?;
+        job.set_task(&upid).await?;
+        job.wait_task(&upid).await?;
+        job.status.task_ref = None;
+        job.event(EventType::Normal, "Restarted", ACTION, message).await;
+        pending = pending_keys(job, vmid).await?;
+    }
+
+    if !changes.is_empty() {
+        let current = job.pve.lxc_config_current(&node, vmid).await?;
+        let missing: Vec<&str> = settings
+            .changes(&current)
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| !pending.iter().any(|p| p == key))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::transient(format!(
+                "Proxmox shows neither in effect nor pending: {} of CT {vmid}",
+                missing.join(", ")
+            )));
+        }
+    }
+    record_pending(job, &pending);
+    job.save().await?;
+    if !changed.is_empty() {
+        let note = format!("CT {vmid}: changed {}", changed.join(", "));
+        let note = match pending.is_empty() {
+            true => note,
+            false => format!("{note}; pending until it restarts: {}", pending.join(", ")),
+        };
+        job.event(EventType::Normal, "Reconfigured", ACTION, note).await;
+    }
+    Ok(())
+}
+
+/// The options Proxmox holds for the guest's next start.
+async fn pending_keys(job: &Job<'_>, vmid: u32) -> Result<Vec<String>, Error> {
+    let entries = job.pve.lxc_pending(&job.node, vmid).await?;
+    Ok(entries.into_iter().filter(|e| e.is_pending()).map(|e| e.key).collect())
+}
+
+/// RestartRequired: True while Proxmox holds pending values; turned False
+/// once they are applied (and not added to a Container that never had any).
+fn record_pending(job: &mut Job<'_>, pending: &[String]) {
+    let generation = job.ct.metadata.generation;
+    let desired = if pending.is_empty() {
+        if !job.status.conditions.iter().any(|c| c.type_ == types::RESTART_REQUIRED) {
+            return;
+        }
+        DesiredCondition::falsy(types::RESTART_REQUIRED, reasons::APPLIED, "every setting is in effect", generation)
+    } else {
+        let message = format!("pending until the guest restarts: {}", pending.join(", "));
+        DesiredCondition::truthy(types::RESTART_REQUIRED, reasons::PENDING_CHANGES, message, generation)
+    };
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    set_condition(&mut job.status.conditions, desired, &now);
+}
+
+async fn step(job: &mut Job<'_>, message: String) {
+    tracing::info!(step = STEP, "{message}");
+    job.status.message = Some(message.clone());
+    let percent = job.last_percent.clamp(i32::from(PERCENT), 100) as u8;
+    job.publish(ProgressEvent::step(&job.identity(), STEP, percent, &message)).await;
+}

@@ -1,0 +1,130 @@
+//! Day-2 changes of a Ready Container reach its guest: what Proxmox hot-plugs
+//! is in effect at once, what it keeps pending is reported in RestartRequired
+//! and applied by one reboot with `restartPolicy: OnPendingChange`; the disk
+//! grows and never shrinks.
+
+use crate::support;
+
+use infrahaus_operator::crd::conditions::find_condition;
+use infrahaus_operator::crd::{Container, Phase};
+use k8s_openapi::api::core::v1::Event;
+use serde_json::{json, Value};
+use support::fixtures::{container, template, READY_TIMEOUT};
+use support::World;
+
+/// The guest's limits in effect and its pending values, from pve-sim's state.
+async fn guest(world: &World, vmid: i32) -> Value {
+    let state = world.sim_admin(reqwest::Method::GET, "/sim/state", json!(null)).await.expect("sim state");
+    let containers = state["data"]["containers"].as_array().cloned().unwrap_or_default();
+    containers.into_iter().find(|c| c["vmid"] == vmid).unwrap_or_else(|| panic!("no guest {vmid} in {state}"))
+}
+
+async fn tasks_of(world: &World, vmid: i32, kind: &str) -> usize {
+    let path = format!("/nodes/pve1/tasks?vmid={vmid}&typefilter={kind}&source=all&limit=1000");
+    world.pve_get(&path).await.expect("tasks").as_array().map_or(0, Vec::len)
+}
+
+async fn event_notes(world: &World, name: &str, reason: &str) -> Vec<String> {
+    let events = world.api::<Event>().list(&Default::default()).await.expect("events");
+    events
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name) && e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.message)
+        .collect()
+}
+
+/// Applies `manifest` and waits until the Container is Ready for its new generation.
+async fn apply_and_wait(world: &World, name: &str, manifest: Value) -> Container {
+    let before = world.container(name).await.expect("container").metadata.generation.unwrap_or_default();
+    world.apply(manifest).await.expect("apply the change");
+    world
+        .wait_for(name, READY_TIMEOUT, "Ready for the new generation", |ct| {
+            let status = ct.status.as_ref();
+            status.and_then(|s| s.phase) == Some(Phase::Ready)
+                && ct.metadata.generation > Some(before)
+                && status.and_then(|s| s.observed_generation) == ct.metadata.generation
+        })
+        .await
+        .expect("reconfigured")
+}
+
+async fn ready(world: &mut World, name: &str) -> (Value, i32) {
+    world.start_controller(&[]).expect("controller");
+    world.apply(template("web", false)).await.expect("template");
+    let manifest = container(name, "web", json!({"ipv4": "dhcp"}));
+    world.apply(manifest.clone()).await.expect("container");
+    let ct = world.wait_phase(name, Phase::Ready, READY_TIMEOUT).await.expect("Ready");
+    (manifest, ct.status.and_then(|s| s.vmid).expect("vmid"))
+}
+
+#[tokio::test]
+async fn memory_cores_and_swap_reach_the_running_guest_without_a_restart() {
+    let mut world = World::new("reconf-live").await.expect("world");
+    let (mut manifest, vmid) = ready(&mut world, "live").await;
+    assert_eq!(guest(&world, vmid).await["limits"]["memory"], "512", "the template's default");
+
+    manifest["spec"]["resources"] = json!({"cores": 2, "memoryMiB": 1024, "swapMiB": 256});
+    let ct = apply_and_wait(&world, "live", manifest).await;
+
+    let guest = guest(&world, vmid).await;
+    assert_eq!(
+        (guest["limits"]["memory"].clone(), guest["limits"]["cores"].clone(), guest["limits"]["swap"].clone()),
+        (json!("1024"), json!("2"), json!("256")),
+        "the running guest has the new values: {guest}"
+    );
+    assert_eq!(guest["status"], "running");
+    assert_eq!(tasks_of(&world, vmid, "vzreboot").await + tasks_of(&world, vmid, "vzstop").await, 0, "no restart");
+    let notes = event_notes(&world, "live", "Reconfigured").await;
+    assert_eq!(notes, [format!("CT {vmid}: changed cores, memory, swap")], "one Event naming the keys");
+    let conditions = ct.status.expect("status").conditions;
+    assert!(find_condition(&conditions, "RestartRequired").is_none(), "nothing pending: {conditions:?}");
+    let stream = world.redis_stream("live").await.expect("stream");
+    assert!(
+        stream.iter().any(|e| e["type"] == "step" && e["step"] == "reconfiguring"),
+        "progress of the reconfiguration on Redis: {stream:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_change_proxmox_keeps_pending_requires_a_restart_which_on_pending_change_makes_once() {
+    let mut world = World::new("reconf-pending").await.expect("world");
+    let (mut manifest, vmid) = ready(&mut world, "pending").await;
+
+    manifest["spec"]["network"]["nameservers"] = json!(["127.0.0.53"]);
+    let ct = apply_and_wait(&world, "pending", manifest.clone()).await;
+    let conditions = ct.status.expect("status").conditions;
+    let restart = find_condition(&conditions, "RestartRequired").expect("RestartRequired");
+    assert_eq!(restart.status, "True", "{restart:?}");
+    assert!(restart.message.contains("nameserver"), "{restart:?}");
+    assert_eq!(guest(&world, vmid).await["pending"]["nameserver"], "127.0.0.53", "Proxmox holds it pending");
+    assert_eq!(tasks_of(&world, vmid, "vzreboot").await, 0, "restartPolicy Never restarts nothing");
+
+    manifest["spec"]["restartPolicy"] = json!("OnPendingChange");
+    let ct = apply_and_wait(&world, "pending", manifest).await;
+    let conditions = ct.status.expect("status").conditions;
+    let restart = find_condition(&conditions, "RestartRequired").expect("RestartRequired");
+    assert_eq!((restart.status.as_str(), restart.reason.as_str()), ("False", "Applied"), "{restart:?}");
+    assert_eq!(tasks_of(&world, vmid, "vzreboot").await, 1, "rebooted once");
+    let config = world.pve_get(&format!("/nodes/pve1/lxc/{vmid}/config?current=1")).await.expect("config");
+    assert_eq!(config["nameserver"], "127.0.0.53", "in effect after the reboot");
+    assert_eq!(guest(&world, vmid).await["status"], "running");
+}
+
+#[tokio::test]
+async fn the_disk_grows_and_a_shrink_is_rejected_at_apply_time() {
+    let mut world = World::new("reconf-disk").await.expect("world");
+    let (mut manifest, vmid) = ready(&mut world, "disk").await;
+    assert_eq!(guest(&world, vmid).await["limits"]["disk_bytes"], 8u64 << 30);
+
+    manifest["spec"]["resources"] = json!({"diskGiB": 12});
+    apply_and_wait(&world, "disk", manifest.clone()).await;
+    assert_eq!(guest(&world, vmid).await["limits"]["disk_bytes"], 12u64 << 30, "grown by a resize task");
+    assert_eq!(tasks_of(&world, vmid, "resize").await, 1);
+    let notes = event_notes(&world, "disk", "Reconfigured").await;
+    assert!(notes.iter().any(|n| n.contains("rootfs")), "{notes:?}");
+
+    manifest["spec"]["resources"] = json!({"diskGiB": 10});
+    let error = world.apply(manifest).await.expect_err("a shrink is rejected");
+    assert!(error.to_string().contains("resources.diskGiB can only grow"), "{error}");
+}
