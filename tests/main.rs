@@ -15,6 +15,7 @@ mod leader;
 mod leaks;
 mod nodes;
 mod pipeline;
+mod power;
 mod process;
 mod progress;
 mod proxmox_client;

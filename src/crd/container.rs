@@ -20,6 +20,7 @@ use super::refs::{KeyRef, ObjectRef};
     printcolumn(name = "VMID", type_ = "integer", json_path = ".status.vmid"),
     printcolumn(name = "Node", type_ = "string", json_path = ".spec.nodeRef.name"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Power", type_ = "string", json_path = ".spec.powerState"),
     printcolumn(name = "Progress", type_ = "integer", json_path = ".status.progress"),
     printcolumn(name = "IP", type_ = "string", json_path = ".status.ipAddress"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
@@ -122,6 +123,11 @@ pub struct ContainerSpec {
     /// says which).
     #[serde(default)]
     pub restart_policy: RestartPolicy,
+
+    /// Whether the guest runs. `Stopped` shuts it down (after a first run
+    /// has brought it to Ready); `Running` starts it again.
+    #[serde(default)]
+    pub power_state: PowerState,
 }
 
 fn default_true() -> bool {
@@ -197,6 +203,16 @@ pub enum DeletionPolicy {
     Delete,
     /// Leave the guest alone.
     Retain,
+}
+
+/// Whether the guest should run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PowerState {
+    /// Running (started again when found stopped at a change).
+    #[default]
+    Running,
+    /// Shut down (forced after a timeout).
+    Stopped,
 }
 
 /// What a change that Proxmox can apply only at a restart does.

@@ -375,6 +375,15 @@ impl Client {
         self.data(Method::PUT, path, vec![("disk", disk.to_string()), ("size", size.to_string())]).await
     }
 
+    /// `POST /nodes/{node}/lxc/{vmid}/status/shutdown`: asks the guest to
+    /// stop; after `timeout_secs` it is stopped hard when `force`, else the
+    /// task fails.
+    pub async fn shutdown_lxc(&self, node: &str, vmid: u32, timeout_secs: u32, force: bool) -> Result<Upid, Error> {
+        let vmid = vmid.to_string();
+        let path = ApiPath::new("/nodes/{node}/lxc/{vmid}/status/shutdown", &[node, &vmid]);
+        self.data(Method::POST, path, vec![("timeout", timeout_secs.to_string()), ("forceStop", flag(force))]).await
+    }
+
     /// `POST /nodes/{node}/lxc/{vmid}/status/reboot`: a shutdown, then a
     /// start that applies pending changes.
     pub async fn reboot_lxc(&self, node: &str, vmid: u32) -> Result<Upid, Error> {

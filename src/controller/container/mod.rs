@@ -5,6 +5,7 @@ mod cleanup;
 mod job;
 mod pipeline;
 mod plan;
+mod power;
 mod reconfigure;
 mod resolve;
 mod settings;

@@ -10,10 +10,11 @@ use kube::runtime::events::EventType;
 
 use super::job::Job;
 use super::plan;
+use super::power;
 use super::reconfigure;
 use super::stages::{self, Stage, STAGES};
 use crate::crd::conditions::{reasons, set_condition, types, DesiredCondition};
-use crate::crd::{Phase, StageName, StageState, StageStatus};
+use crate::crd::{Phase, PowerState, StageName, StageState, StageStatus};
 use crate::error::Error;
 use crate::k8s;
 use crate::progress::ProgressEvent;
@@ -21,13 +22,35 @@ use crate::progress::ProgressEvent;
 /// Runs every stage that has not succeeded yet, in order, then marks the
 /// Container Ready.
 pub(crate) async fn run(job: &mut Job<'_>, decision: plan::Run) -> Result<(), Error> {
-    begin(job, &decision);
+    let stopped = job.ct.spec.power_state == PowerState::Stopped;
+    // Stopped once Ready: the configuration stays as deployed while the
+    // guest is off; it is deployed again when the guest runs again.
+    let ready_before = job.status.stage_succeeded(StageName::Finalizing);
+    if stopped && ready_before {
+        begin(job, &plan::Run { reset: Vec::new(), retry: decision.retry.clone() });
+    } else {
+        begin(job, &decision);
+    }
     // A guest that already ran gets changed settings before the configuration
     // is deployed again (a new generation, a retry, a resumed run).
     if job.status.stage_succeeded(StageName::Starting) {
         if let Err(error) = reconfigure::run(job).await {
             reconfigure_failed(job, &error).await?;
             return Err(error);
+        }
+        if stopped && ready_before {
+            power::stop(job).await?;
+            return finish_ready(job).await;
+        }
+        if !stopped && !power::running(job).await? {
+            // Stopped (by powerState, or by hand): Start runs again, and
+            // with it everything after it.
+            for name in [StageName::Starting, StageName::Deploying, StageName::Syncing, StageName::Finalizing] {
+                if let Some(entry) = job.status.stage_mut(name) {
+                    entry.state = StageState::Pending;
+                    entry.finished_at = None;
+                }
+            }
         }
     }
     for stage in &STAGES {
@@ -40,6 +63,9 @@ pub(crate) async fn run(job: &mut Job<'_>, decision: plan::Run) -> Result<(), Er
             return Ok(());
         }
         run_stage(job, stage).await?;
+    }
+    if stopped {
+        power::stop(job).await?;
     }
     finish_ready(job).await
 }
@@ -207,7 +233,10 @@ async fn reconfigure_failed(job: &mut Job<'_>, error: &Error) -> Result<(), Erro
 
 async fn finish_ready(job: &mut Job<'_>) -> Result<(), Error> {
     let vmid = job.status.vmid.unwrap_or_default();
-    let message = "Container ready".to_string();
+    let message = match job.ct.spec.power_state {
+        PowerState::Running => "Container ready".to_string(),
+        PowerState::Stopped => "Container ready, stopped (powerState Stopped)".to_string(),
+    };
     job.last_percent = 100;
     job.status.phase = Some(Phase::Ready);
     job.status.progress = Some(100);
