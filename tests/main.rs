@@ -22,6 +22,7 @@ mod proxmox_client;
 mod reconfigure;
 mod replicas;
 mod restarts;
+mod resync;
 mod slots;
 mod ssh;
 mod watch;

@@ -434,6 +434,11 @@ pub struct ContainerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied_retry: Option<String>,
 
+    /// A hash of the ContainerTemplate spec the guest was last deployed and
+    /// synced from; a template whose hash differs is deployed and synced again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_hash: Option<String>,
+
     /// The `metadata.generation` this status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -17,12 +17,13 @@ use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use tracing::{info_span, Instrument};
 
 use super::{Context, RunOptions};
-use crate::crd::{Container, Phase};
+use crate::crd::{Container, ContainerTemplate, Phase};
 use crate::error::Error;
 
 const FINALIZER: &str = "infrahaus.io/cleanup";
@@ -45,6 +46,20 @@ pub(crate) async fn run(
         controller = controller.reconcile_on(futures::stream::poll_fn(move |cx| woken.poll_recv(cx)));
     }
     let store = controller.store();
+    // A changed ContainerTemplate wakes every Container that uses it; the
+    // template hash decides whether one is deployed and synced again.
+    let users = store.clone();
+    let templates: Api<ContainerTemplate> = options.watched(ctx.client.clone());
+    controller = controller.watches(templates, watcher::Config::default(), move |template: ContainerTemplate| {
+        let (namespace, name) = (template.namespace(), template.name_any());
+        users
+            .state()
+            .into_iter()
+            .filter(|ct| ct.namespace() == namespace)
+            .filter(|ct| ct.spec.template_ref.as_ref().is_some_and(|r| r.name == name))
+            .map(|ct| ObjectRef::from_obj(ct.as_ref()))
+            .collect::<Vec<_>>()
+    });
     let metrics = ctx.metrics.clone();
     controller
         .graceful_shutdown_on(shutdown)
@@ -124,15 +139,39 @@ fn error_policy(ct: Arc<Container>, error: &Error, ctx: Arc<Context>) -> Action 
 }
 
 async fn apply(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
-    let decision = match plan::decide(&ct) {
-        plan::Decision::Idle => return Ok(Action::await_change()),
-        plan::Decision::Run(run) => run,
-    };
+    let idle = plan::decide(&ct) == plan::Decision::Idle;
+    // An idle Container is looked at only when it is Ready from a template:
+    // a changed template deploys and syncs it again.
+    if idle && !(ct.settled_phase() == Some(Phase::Ready) && ct.spec.template_ref.is_some()) {
+        return Ok(Action::await_change());
+    }
     let inputs = match resolve::resolve(&ct, ctx).await {
         Ok(inputs) => inputs,
+        Err(error) if idle => {
+            tracing::debug!(%error, "the template of a Ready Container cannot be read; nothing to re-sync");
+            return Ok(Action::await_change());
+        }
         Err(error) => {
             resolve::report_unresolved(&ct, ctx, &error).await;
             return Err(error);
+        }
+    };
+    let decision = match plan::decide(&ct) {
+        plan::Decision::Run(run) => run,
+        plan::Decision::Idle => {
+            let recorded = ct.status.as_ref().and_then(|s| s.template_hash.as_deref());
+            let current = inputs.template_hash();
+            match (recorded, current.as_deref()) {
+                (Some(recorded), Some(current)) if recorded != current => plan::template_changed(&ct),
+                (None, Some(_)) => {
+                    // Ready before templates were hashed: record, re-run nothing.
+                    let mut job = job::Job::new(ctx, ct.clone(), inputs);
+                    job.status.template_hash = current;
+                    job.save().await?;
+                    return Ok(Action::await_change());
+                }
+                _ => return Ok(Action::await_change()),
+            }
         }
     };
     let mut job = job::Job::new(ctx, ct.clone(), inputs);

@@ -243,6 +243,7 @@ async fn finish_ready(job: &mut Job<'_>) -> Result<(), Error> {
     job.status.message = Some(message.clone());
     job.status.task_ref = None;
     job.status.observed_generation = job.ct.metadata.generation;
+    job.status.template_hash = job.template.as_ref().map(|(_, spec)| super::resolve::template_hash(spec));
     set_condition(
         &mut job.status.conditions,
         DesiredCondition::truthy(

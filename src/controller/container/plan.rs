@@ -39,6 +39,15 @@ pub fn decide(ct: &Container) -> Decision {
     }
 }
 
+/// A Ready Container whose template changed: Deploy, Sync and Finalize run
+/// again (scripts are documented to be idempotent); the guest stays.
+pub fn template_changed(ct: &Container) -> Run {
+    Run {
+        reset: vec![StageName::Deploying, StageName::Syncing, StageName::Finalizing],
+        retry: ct.retry_annotation().map(str::to_string),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,21 @@ pub(crate) struct Inputs {
     pub template: Option<(String, ContainerTemplateSpec)>,
 }
 
+impl Inputs {
+    /// The hash of the template, if the Container has one.
+    pub fn template_hash(&self) -> Option<String> {
+        self.template.as_ref().map(|(_, spec)| template_hash(spec))
+    }
+}
+
+/// What a Ready Container records of the template it was deployed and synced
+/// from: the first 16 bytes of the SHA-256 of its spec as JSON, in hex.
+pub(crate) fn template_hash(spec: &ContainerTemplateSpec) -> String {
+    use sha2::{Digest, Sha256};
+    let json = serde_json::to_vec(spec).unwrap_or_default();
+    Sha256::digest(&json).iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
 pub(crate) async fn resolve(ct: &Container, ctx: &Context) -> Result<Inputs, Error> {
     let mut inputs = resolve_node(ct, ctx).await?;
     if let Some(r) = &ct.spec.template_ref {
