@@ -4,7 +4,7 @@
 use crate::support;
 
 use infrahaus_operator::crd::Phase;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::fixtures::{container, controller_key, ssh, template, READY_TIMEOUT};
 use support::World;
 
@@ -14,22 +14,7 @@ async fn guest_status(world: &World, vmid: i32) -> String {
 }
 
 async fn tasks_of(world: &World, vmid: i32, kind: &str) -> usize {
-    let path = format!("/nodes/pve1/tasks?vmid={vmid}&typefilter={kind}&source=all&limit=1000");
-    world.pve_get(&path).await.expect("tasks").as_array().map_or(0, Vec::len)
-}
-
-/// Applies `manifest` and waits until the Container is Ready for a generation after `after`.
-async fn ready_after(world: &World, name: &str, manifest: Value, after: i64) -> infrahaus_operator::crd::Container {
-    world.apply(manifest).await.expect("apply");
-    world
-        .wait_for(name, READY_TIMEOUT, "Ready for the new generation", |ct| {
-            let status = ct.status.as_ref();
-            status.and_then(|s| s.phase) == Some(Phase::Ready)
-                && ct.metadata.generation > Some(after)
-                && status.and_then(|s| s.observed_generation) == ct.metadata.generation
-        })
-        .await
-        .expect("Ready")
+    world.tasks(vmid, kind).await.expect("tasks").len()
 }
 
 #[tokio::test]
@@ -44,7 +29,7 @@ async fn stopped_shuts_the_guest_down_and_running_brings_it_back_deployed() {
     assert_eq!(ct.spec.power_state, infrahaus_operator::crd::PowerState::Running, "the default");
 
     manifest["spec"]["powerState"] = json!("Stopped");
-    let ct = ready_after(&world, "switch", manifest.clone(), 1).await;
+    let ct = world.apply_and_wait_ready("switch", manifest.clone()).await.expect("stopped");
     assert_eq!(guest_status(&world, vmid).await, "stopped");
     assert_eq!(tasks_of(&world, vmid, "vzshutdown").await, 1, "one shutdown");
     let message = ct.status.and_then(|s| s.message).unwrap_or_default();
@@ -54,7 +39,7 @@ async fn stopped_shuts_the_guest_down_and_running_brings_it_back_deployed() {
     assert!(table.contains("POWER") && table.contains("Stopped"), "kubectl get ct shows the power state:\n{table}");
 
     manifest["spec"]["powerState"] = json!("Running");
-    let ct = ready_after(&world, "switch", manifest, 2).await;
+    let ct = world.apply_and_wait_ready("switch", manifest).await.expect("running");
     assert_eq!(guest_status(&world, vmid).await, "running");
     assert_eq!(tasks_of(&world, vmid, "vzstart").await, 2, "started again");
     let ip = ct.status.and_then(|s| s.ip_address).expect("ip");

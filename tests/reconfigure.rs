@@ -20,8 +20,7 @@ async fn guest(world: &World, vmid: i32) -> Value {
 }
 
 async fn tasks_of(world: &World, vmid: i32, kind: &str) -> usize {
-    let path = format!("/nodes/pve1/tasks?vmid={vmid}&typefilter={kind}&source=all&limit=1000");
-    world.pve_get(&path).await.expect("tasks").as_array().map_or(0, Vec::len)
+    world.tasks(vmid, kind).await.expect("tasks").len()
 }
 
 async fn event_notes(world: &World, name: &str, reason: &str) -> Vec<String> {
@@ -34,19 +33,8 @@ async fn event_notes(world: &World, name: &str, reason: &str) -> Vec<String> {
         .collect()
 }
 
-/// Applies `manifest` and waits until the Container is Ready for its new generation.
 async fn apply_and_wait(world: &World, name: &str, manifest: Value) -> Container {
-    let before = world.container(name).await.expect("container").metadata.generation.unwrap_or_default();
-    world.apply(manifest).await.expect("apply the change");
-    world
-        .wait_for(name, READY_TIMEOUT, "Ready for the new generation", |ct| {
-            let status = ct.status.as_ref();
-            status.and_then(|s| s.phase) == Some(Phase::Ready)
-                && ct.metadata.generation > Some(before)
-                && status.and_then(|s| s.observed_generation) == ct.metadata.generation
-        })
-        .await
-        .expect("reconfigured")
+    world.apply_and_wait_ready(name, manifest).await.expect("reconfigured")
 }
 
 async fn ready(world: &mut World, name: &str) -> (Value, i32) {

@@ -299,9 +299,28 @@ async fn apply_crds(client: &kube::Client) -> Result<()> {
 impl World {
     /// Every `vzcreate` task the simulated node knows for `vmid`, running or ended.
     pub async fn vzcreate_tasks(&self, vmid: i32) -> Result<Vec<Value>> {
+        self.tasks(vmid, "vzcreate").await
+    }
+
+    /// Every task of `kind` (`vzstart`, `resize`, ...) the node knows for `vmid`.
+    pub async fn tasks(&self, vmid: i32, kind: &str) -> Result<Vec<Value>> {
         let tasks =
-            self.pve_get(&format!("/nodes/pve1/tasks?vmid={vmid}&typefilter=vzcreate&source=all&limit=1000")).await?;
+            self.pve_get(&format!("/nodes/pve1/tasks?vmid={vmid}&typefilter={kind}&source=all&limit=1000")).await?;
         tasks.as_array().cloned().context("task list is not an array")
+    }
+
+    /// Applies a changed `manifest` of Container `name` and waits until it is
+    /// Ready for the new generation.
+    pub async fn apply_and_wait_ready(&self, name: &str, manifest: Value) -> Result<Container> {
+        let before = self.container(name).await?.metadata.generation.unwrap_or_default();
+        self.apply(manifest).await?;
+        self.wait_for(name, fixtures::READY_TIMEOUT, "Ready for the new generation", |ct| {
+            let status = ct.status.as_ref();
+            status.and_then(|s| s.phase) == Some(Phase::Ready)
+                && ct.metadata.generation > Some(before)
+                && status.and_then(|s| s.observed_generation) == ct.metadata.generation
+        })
+        .await
     }
 
     /// The events in a Container's Redis replay stream, oldest first.
