@@ -41,6 +41,16 @@ fn config_digest(config: &Params, pending: &Pending) -> String {
     hex[..40].to_string()
 }
 
+/// `PVE::Tools::assert_if_modified`: a given digest must be the config's.
+fn check_digest(ct: &Ct, digest: Option<&str>) -> ApiResult<()> {
+    match digest {
+        Some(digest) if digest != config_digest(&ct.config, &ct.pending) => {
+            Err(ApiError::internal("detected modified configuration - file changed by other user? Try again."))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Sim {
     // ---- list and status -------------------------------------------------
 
@@ -211,13 +221,7 @@ impl Sim {
         }
         let mut state = self.state();
         let current = state.cts.get(&vmid).ok_or_else(|| no_such_ct(&self.cfg.node, vmid))?;
-        if let Some(digest) = digest {
-            if digest != config_digest(&current.config, &current.pending) {
-                return Err(ApiError::internal(
-                    "detected modified configuration - file changed by other user? Try again.",
-                ));
-            }
-        }
+        check_digest(current, digest.as_deref())?;
         let running = Self::is_running(current);
         let mut config = current.config.clone();
         let mut pending = current.pending.clone();
@@ -245,13 +249,7 @@ impl Sim {
             let state = self.state();
             let ct = state.cts.get(&vmid).ok_or_else(|| no_such_ct(&self.cfg.node, vmid))?;
             Self::check_lock(ct)?;
-            if let Some(digest) = params.get("digest") {
-                if *digest != config_digest(&ct.config, &ct.pending) {
-                    return Err(ApiError::internal(
-                        "detected modified configuration - file changed by other user? Try again.",
-                    ));
-                }
-            }
+            check_digest(ct, params.get("digest").map(String::as_str))?;
             if disk != "rootfs" || !ct.config.contains_key("rootfs") {
                 return Err(ApiError::internal(format!(
                     "unable to parse volume ID '{}'",
