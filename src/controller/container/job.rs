@@ -176,6 +176,26 @@ impl<'a> Job<'a> {
         self.save().await
     }
 
+    /// Records `upid` in `status.taskRef`, waits for it, and clears the
+    /// record once the task succeeded (a failed or unfinished wait keeps it,
+    /// so a retry waits on the same task instead of issuing another).
+    pub async fn follow_task(&mut self, upid: &Upid) -> Result<TaskOutcome, Error> {
+        self.set_task(upid).await?;
+        let outcome = self.wait_task(upid).await?;
+        self.status.task_ref = None;
+        Ok(outcome)
+    }
+
+    /// Waits for the task of `task_type` recorded in `status.taskRef` by an
+    /// earlier reconcile, if there is one, and clears the record.
+    pub async fn finish_in_flight(&mut self, task_type: &str) -> Result<(), Error> {
+        if let Some(upid) = self.in_flight_task(task_type)? {
+            self.wait_task(&upid).await?;
+            self.status.task_ref = None;
+        }
+        Ok(())
+    }
+
     pub async fn wait_task(&mut self, upid: &Upid) -> Result<TaskOutcome, Error> {
         let outcome = self.pve.wait_task(upid, self.ctx.timings.task_poll, self.ctx.timings.task_timeout).await?;
         Ok(outcome)

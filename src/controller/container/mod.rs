@@ -25,6 +25,7 @@ use tracing::{info_span, Instrument};
 use super::{Context, RunOptions};
 use crate::crd::{Container, ContainerTemplate, Phase};
 use crate::error::Error;
+use crate::k8s;
 
 const FINALIZER: &str = "infrahaus.io/cleanup";
 
@@ -139,39 +140,18 @@ fn error_policy(ct: Arc<Container>, error: &Error, ctx: Arc<Context>) -> Action 
 }
 
 async fn apply(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
-    let idle = plan::decide(&ct) == plan::Decision::Idle;
-    // An idle Container is looked at only when it is Ready from a template:
-    // a changed template deploys and syncs it again.
-    if idle && !(ct.settled_phase() == Some(Phase::Ready) && ct.spec.template_ref.is_some()) {
-        return Ok(Action::await_change());
-    }
+    let decision = match plan::decide(&ct) {
+        plan::Decision::Run(run) => run,
+        plan::Decision::Idle => match template_changed(&ct, ctx).await? {
+            Some(run) => run,
+            None => return Ok(Action::await_change()),
+        },
+    };
     let inputs = match resolve::resolve(&ct, ctx).await {
         Ok(inputs) => inputs,
-        Err(error) if idle => {
-            tracing::debug!(%error, "the template of a Ready Container cannot be read; nothing to re-sync");
-            return Ok(Action::await_change());
-        }
         Err(error) => {
             resolve::report_unresolved(&ct, ctx, &error).await;
             return Err(error);
-        }
-    };
-    let decision = match plan::decide(&ct) {
-        plan::Decision::Run(run) => run,
-        plan::Decision::Idle => {
-            let recorded = ct.status.as_ref().and_then(|s| s.template_hash.as_deref());
-            let current = inputs.template_hash();
-            match (recorded, current.as_deref()) {
-                (Some(recorded), Some(current)) if recorded != current => plan::template_changed(&ct),
-                (None, Some(_)) => {
-                    // Ready before templates were hashed: record, re-run nothing.
-                    let mut job = job::Job::new(ctx, ct.clone(), inputs);
-                    job.status.template_hash = current;
-                    job.save().await?;
-                    return Ok(Action::await_change());
-                }
-                _ => return Ok(Action::await_change()),
-            }
         }
     };
     let mut job = job::Job::new(ctx, ct.clone(), inputs);
@@ -180,6 +160,44 @@ async fn apply(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
         // The pipeline already recorded a permanent failure as phase Error.
         Err(error) if !error.is_transient() => Ok(Action::await_change()),
         Err(error) => Err(error),
+    }
+}
+
+/// The first `bytes` bytes of the SHA-256 of `input`, in hex: a short,
+/// stable name for what the controller needs to recognise later.
+pub(crate) fn short_sha256(input: &[u8], bytes: usize) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(input).iter().take(bytes).map(|b| format!("{b:02x}")).collect()
+}
+
+/// For an idle Container: the run a changed template asks for. Only a Ready
+/// Container made from a template is looked at, and only its template is
+/// read (no node, token or Proxmox request) to compare hashes.
+async fn template_changed(ct: &Container, ctx: &Context) -> Result<Option<plan::Run>, Error> {
+    if ct.settled_phase() != Some(Phase::Ready) {
+        return Ok(None);
+    }
+    let template = match resolve::template(ct, ctx).await {
+        Ok(Some((_, spec))) => spec,
+        Ok(None) => return Ok(None),
+        Err(error) => {
+            tracing::debug!(%error, "the template of a Ready Container cannot be read; nothing to re-sync");
+            return Ok(None);
+        }
+    };
+    let current = resolve::template_hash(&template);
+    let Some(status) = ct.status.as_ref() else { return Ok(None) };
+    match status.template_hash.as_deref() {
+        Some(recorded) if recorded != current => Ok(Some(plan::template_changed(ct))),
+        Some(_) => Ok(None),
+        None => {
+            // Ready before templates were hashed: record, re-run nothing.
+            let mut recorded = status.clone();
+            recorded.template_hash = Some(current);
+            let api: Api<Container> = Api::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
+            k8s::apply_status(&api, &ct.name_any(), &recorded).await?;
+            Ok(None)
+        }
     }
 }
 

@@ -45,12 +45,7 @@ pub(crate) async fn run(job: &mut Job<'_>, decision: plan::Run) -> Result<(), Er
         if !stopped && !power::running(job).await? {
             // Stopped (by powerState, or by hand): Start runs again, and
             // with it everything after it.
-            for name in [StageName::Starting, StageName::Deploying, StageName::Syncing, StageName::Finalizing] {
-                if let Some(entry) = job.status.stage_mut(name) {
-                    entry.state = StageState::Pending;
-                    entry.finished_at = None;
-                }
-            }
+            reset(job, &[StageName::Starting, StageName::Deploying, StageName::Syncing, StageName::Finalizing]);
         }
     }
     for stage in &STAGES {
@@ -75,14 +70,19 @@ async fn deletion_requested(job: &Job<'_>) -> Result<bool, Error> {
     Ok(current.is_none_or(|ct| ct.metadata.deletion_timestamp.is_some()))
 }
 
-fn begin(job: &mut Job<'_>, decision: &plan::Run) {
-    for stage in &decision.reset {
+/// Marks `stages` to run again.
+fn reset(job: &mut Job<'_>, stages: &[StageName]) {
+    for stage in stages {
         if let Some(entry) = job.status.stage_mut(*stage) {
             entry.state = StageState::Pending;
             entry.finished_at = None;
             entry.message = None;
         }
     }
+}
+
+fn begin(job: &mut Job<'_>, decision: &plan::Run) {
+    reset(job, &decision.reset);
     job.status.last_applied_retry = decision.retry.clone();
     if job.status.stages.is_empty() {
         job.status.stages = StageName::ALL
@@ -149,16 +149,10 @@ async fn run_stage(job: &mut Job<'_>, stage: &Stage) -> Result<(), Error> {
             Ok(())
         }
         Err(error) if error.is_transient() => {
-            let message = format!("{name}: {error} (retrying)");
-            job.status.message = Some(message.clone());
             if let Some(entry) = job.status.stage_mut(name) {
                 entry.message = Some(error.to_string());
             }
-            job.save().await?;
-            // Waiting for a node slot is no fault worth a Warning each time.
-            if !matches!(error, Error::Queued { .. }) {
-                job.event(EventType::Warning, "StageRetrying", stage.action, message).await;
-            }
+            record_retry(job, name.as_str(), stage.action, "StageRetrying", &error).await?;
             Err(error)
         }
         Err(error) => {
@@ -168,35 +162,56 @@ async fn run_stage(job: &mut Job<'_>, stage: &Stage) -> Result<(), Error> {
     }
 }
 
+/// A transient failure of `step`: shown in the status message and, unless it
+/// is a wait for a node slot, as a Warning; the reconcile is retried.
+async fn record_retry(job: &mut Job<'_>, step: &str, action: &str, reason: &str, error: &Error) -> Result<(), Error> {
+    let message = format!("{step}: {error} (retrying)");
+    job.status.message = Some(message.clone());
+    job.save().await?;
+    // Waiting for a node slot is no fault worth a Warning each time.
+    if !matches!(error, Error::Queued { .. }) {
+        job.event(EventType::Warning, reason, action, message).await;
+    }
+    Ok(())
+}
+
 async fn fail(job: &mut Job<'_>, stage: &Stage, error: &Error) -> Result<(), Error> {
-    let name = stage.name;
-    let message = k8s::truncate(&format!("{name} failed: {error}"), k8s::STATUS_MESSAGE_LIMIT);
-    if let Some(entry) = job.status.stage_mut(name) {
+    if let Some(entry) = job.status.stage_mut(stage.name) {
         entry.state = StageState::Failed;
         entry.finished_at = Some(now());
         entry.message = Some(k8s::truncate(&error.to_string(), k8s::STATUS_MESSAGE_LIMIT));
     }
+    record_failure(job, stage.name.as_str(), stage.action, "StageFailed", stage.condition, error).await
+}
+
+/// A permanent failure of `step`: phase Error for this generation, with
+/// `condition` (if any) and Ready False saying why, a Warning, an `error`
+/// event and the failure metric.
+async fn record_failure(
+    job: &mut Job<'_>,
+    step: &str,
+    action: &str,
+    reason: &str,
+    condition: Option<&'static str>,
+    error: &Error,
+) -> Result<(), Error> {
+    let message = k8s::truncate(&format!("{step} failed: {error}"), k8s::STATUS_MESSAGE_LIMIT);
     job.status.phase = Some(Phase::Error);
     job.status.message = Some(message.clone());
     job.status.task_ref = None;
     job.status.observed_generation = job.ct.metadata.generation;
     let at = now();
     let generation = job.ct.metadata.generation;
-    if let Some(condition) = stage.condition {
+    for condition in condition.into_iter().chain([types::READY]) {
         set_condition(
             &mut job.status.conditions,
             DesiredCondition::falsy(condition, error.reason(), message.clone(), generation),
             &at,
         );
     }
-    set_condition(
-        &mut job.status.conditions,
-        DesiredCondition::falsy(types::READY, error.reason(), message.clone(), generation),
-        &at,
-    );
     job.save().await?;
-    job.event(EventType::Warning, "StageFailed", stage.action, message.clone()).await;
-    job.publish(ProgressEvent::error(&job.identity(), name.as_str(), job.last_percent as u8, &message)).await;
+    job.event(EventType::Warning, reason, action, message.clone()).await;
+    job.publish(ProgressEvent::error(&job.identity(), step, job.last_percent as u8, &message)).await;
     job.ctx.metrics.reconcile_failure(error.reason());
     Ok(())
 }
@@ -204,31 +219,11 @@ async fn fail(job: &mut Job<'_>, stage: &Stage, error: &Error) -> Result<(), Err
 /// A failed reconfiguration: retried with backoff when transient; an Error
 /// for this generation when permanent, with Ready False saying why.
 async fn reconfigure_failed(job: &mut Job<'_>, error: &Error) -> Result<(), Error> {
+    let (step, action) = (reconfigure::STEP, reconfigure::ACTION);
     if error.is_transient() {
-        job.status.message = Some(format!("{}: {error} (retrying)", reconfigure::STEP));
-        job.save().await?;
-        if !matches!(error, Error::Queued { .. }) {
-            let note = format!("{}: {error}", reconfigure::STEP);
-            job.event(EventType::Warning, "ReconfigureRetrying", reconfigure::ACTION, note).await;
-        }
-        return Ok(());
+        return record_retry(job, step, action, "ReconfigureRetrying", error).await;
     }
-    let message = k8s::truncate(&format!("{} failed: {error}", reconfigure::STEP), k8s::STATUS_MESSAGE_LIMIT);
-    let generation = job.ct.metadata.generation;
-    job.status.phase = Some(Phase::Error);
-    job.status.message = Some(message.clone());
-    job.status.task_ref = None;
-    job.status.observed_generation = generation;
-    set_condition(
-        &mut job.status.conditions,
-        DesiredCondition::falsy(types::READY, error.reason(), message.clone(), generation),
-        &now(),
-    );
-    job.save().await?;
-    job.event(EventType::Warning, "ReconfigureFailed", reconfigure::ACTION, message.clone()).await;
-    job.publish(ProgressEvent::error(&job.identity(), reconfigure::STEP, job.last_percent as u8, &message)).await;
-    job.ctx.metrics.reconcile_failure(error.reason());
-    Ok(())
+    record_failure(job, step, action, "ReconfigureFailed", None, error).await
 }
 
 async fn finish_ready(job: &mut Job<'_>) -> Result<(), Error> {
@@ -261,6 +256,6 @@ async fn finish_ready(job: &mut Job<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-fn now() -> Time {
+pub(super) fn now() -> Time {
     Time(Timestamp::now())
 }

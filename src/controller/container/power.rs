@@ -21,20 +21,15 @@ pub(super) async fn running(job: &Job<'_>) -> Result<bool, Error> {
 /// Shuts the guest down (waiting on a shutdown already in flight first).
 pub(super) async fn stop(job: &mut Job<'_>) -> Result<(), Error> {
     let vmid = job.vmid()?;
-    if let Some(upid) = job.in_flight_task("vzshutdown")? {
-        job.wait_task(&upid).await?;
-        job.status.task_ref = None;
-    }
+    job.finish_in_flight("vzshutdown").await?;
     if !running(job).await? {
         return Ok(());
     }
     let message = format!("Shutting down CT {vmid} (powerState Stopped)");
     tracing::info!("{message}");
     job.status.message = Some(message);
-    let upid = job.pve.shutdown_lxc(&job.node.clone(), vmid, SHUTDOWN_TIMEOUT_SECS, true).await?;
-    job.set_task(&upid).await?;
-    job.wait_task(&upid).await?;
-    job.status.task_ref = None;
+    let upid = job.pve.shutdown_lxc(&job.node, vmid, SHUTDOWN_TIMEOUT_SECS, true).await?;
+    job.follow_task(&upid).await?;
     job.event(EventType::Normal, "Stopped", "Stop", format!("CT {vmid} shut down (powerState Stopped)")).await;
     Ok(())
 }

@@ -38,9 +38,8 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
     for task_type in ["resize", "vzreboot"] {
         if let Some(upid) = job.in_flight_task(task_type)? {
             step(job, format!("Waiting for {task_type} task {upid}")).await;
-            job.wait_task(&upid).await?;
-            job.status.task_ref = None;
         }
+        job.finish_in_flight(task_type).await?;
     }
 
     let config = job.pve.lxc_config(&node, vmid).await?;
@@ -64,9 +63,7 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
     if let Some(size) = settings.disk_growth(&config) {
         step(job, format!("Growing the root disk of CT {vmid} to {size}")).await;
         let upid = job.pve.resize_lxc(&node, vmid, "rootfs", &size).await?;
-        job.set_task(&upid).await?;
-        job.wait_task(&upid).await?;
-        job.status.task_ref = None;
+        job.follow_task(&upid).await?;
         changed.push("rootfs");
     }
 
@@ -75,9 +72,7 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
         let message = format!("Rebooting CT {vmid} to apply {}", pending.join(", "));
         step(job, message.clone()).await;
         let upid = job.pve.reboot_lxc(&node, vmid).await?;
-        job.set_task(&upid).await?;
-        job.wait_task(&upid).await?;
-        job.status.task_ref = None;
+        job.follow_task(&upid).await?;
         job.event(EventType::Normal, "Restarted", ACTION, message).await;
         pending = pending_keys(job, vmid).await?;
     }
@@ -129,8 +124,7 @@ fn record_pending(job: &mut Job<'_>, pending: &[String]) {
         let message = format!("pending until the guest restarts: {}", pending.join(", "));
         DesiredCondition::truthy(types::RESTART_REQUIRED, reasons::PENDING_CHANGES, message, generation)
     };
-    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
-    set_condition(&mut job.status.conditions, desired, &now);
+    set_condition(&mut job.status.conditions, desired, &super::pipeline::now());
 }
 
 async fn step(job: &mut Job<'_>, message: String) {

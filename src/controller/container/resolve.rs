@@ -22,33 +22,27 @@ pub(crate) struct Inputs {
     pub template: Option<(String, ContainerTemplateSpec)>,
 }
 
-impl Inputs {
-    /// The hash of the template, if the Container has one.
-    pub fn template_hash(&self) -> Option<String> {
-        self.template.as_ref().map(|(_, spec)| template_hash(spec))
-    }
-}
-
 /// What a Ready Container records of the template it was deployed and synced
 /// from: the first 16 bytes of the SHA-256 of its spec as JSON, in hex.
 pub(crate) fn template_hash(spec: &ContainerTemplateSpec) -> String {
-    use sha2::{Digest, Sha256};
-    let json = serde_json::to_vec(spec).unwrap_or_default();
-    Sha256::digest(&json).iter().take(16).map(|b| format!("{b:02x}")).collect()
+    super::short_sha256(&serde_json::to_vec(spec).unwrap_or_default(), 16)
 }
 
 pub(crate) async fn resolve(ct: &Container, ctx: &Context) -> Result<Inputs, Error> {
     let mut inputs = resolve_node(ct, ctx).await?;
-    if let Some(r) = &ct.spec.template_ref {
-        let templates: Api<ContainerTemplate> =
-            Api::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
-        let template = templates
-            .get_opt(&r.name)
-            .await?
-            .ok_or_else(|| Error::transient(format!("waiting for ContainerTemplate {}", r.name)))?;
-        inputs.template = Some((r.name.clone(), template.spec));
-    }
+    inputs.template = template(ct, ctx).await?;
     Ok(inputs)
+}
+
+/// The Container's ContainerTemplate (its name and spec), if it names one.
+pub(crate) async fn template(ct: &Container, ctx: &Context) -> Result<Option<(String, ContainerTemplateSpec)>, Error> {
+    let Some(r) = &ct.spec.template_ref else { return Ok(None) };
+    let templates: Api<ContainerTemplate> = Api::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
+    let template = templates
+        .get_opt(&r.name)
+        .await?
+        .ok_or_else(|| Error::transient(format!("waiting for ContainerTemplate {}", r.name)))?;
+    Ok(Some((r.name.clone(), template.spec)))
 }
 
 /// The node and its token only, all that deleting a guest needs: a template

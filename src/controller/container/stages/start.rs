@@ -29,10 +29,7 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
     let node = job.node.clone();
     let vmid = job.vmid()?;
 
-    if let Some(upid) = job.in_flight_task("vzstart")? {
-        job.wait_task(&upid).await?;
-        job.status.task_ref = None;
-    }
+    job.finish_in_flight("vzstart").await?;
 
     let timings = &job.ctx.timings;
     let current = job.pve.wait_unlocked(&node, vmid, timings.task_poll, timings.task_timeout).await?;

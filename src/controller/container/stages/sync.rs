@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use sha2::{Digest, Sha256};
 
 use super::super::job::Job;
 use crate::crd::conditions::reasons;
@@ -59,8 +58,7 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
 /// The marker of a script's runs for this Container: the same in every run,
 /// in every controller process, so a later Sync finds an earlier run.
 fn exec_id(uid: &str, script: &str) -> String {
-    let digest = Sha256::digest(format!("{uid}/{script}").as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    super::super::short_sha256(format!("{uid}/{script}").as_bytes(), 8)
 }
 
 /// A run of `script` may still be going on in the guest: its controller was
