@@ -27,11 +27,13 @@ async fn stopped_shuts_the_guest_down_and_running_brings_it_back_deployed() {
     let ct = world.wait_phase("switch", Phase::Ready, READY_TIMEOUT).await.expect("Ready");
     let vmid = ct.status.as_ref().and_then(|s| s.vmid).expect("vmid");
     assert_eq!(ct.spec.power_state, infrahaus_operator::crd::PowerState::Running, "the default");
+    assert_eq!(ct.status.as_ref().and_then(|s| s.power_state), Some(infrahaus_operator::crd::PowerState::Running));
 
     manifest["spec"]["powerState"] = json!("Stopped");
     let ct = world.apply_and_wait_ready("switch", manifest.clone()).await.expect("stopped");
     assert_eq!(guest_status(&world, vmid).await, "stopped");
     assert_eq!(tasks_of(&world, vmid, "vzshutdown").await, 1, "one shutdown");
+    assert_eq!(ct.status.as_ref().and_then(|s| s.power_state), Some(infrahaus_operator::crd::PowerState::Stopped));
     let message = ct.status.and_then(|s| s.message).unwrap_or_default();
     assert!(message.contains("stopped"), "{message}");
     let columns = world.kubectl(&["get", "ct", "switch"], None).expect("kubectl get");

@@ -20,7 +20,7 @@ use super::refs::{KeyRef, ObjectRef};
     printcolumn(name = "VMID", type_ = "integer", json_path = ".status.vmid"),
     printcolumn(name = "Node", type_ = "string", json_path = ".spec.nodeRef.name"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Power", type_ = "string", json_path = ".spec.powerState"),
+    printcolumn(name = "Power", type_ = "string", json_path = ".status.powerState"),
     printcolumn(name = "Progress", type_ = "integer", json_path = ".status.progress"),
     printcolumn(name = "IP", type_ = "string", json_path = ".status.ipAddress"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
@@ -438,6 +438,10 @@ pub struct ContainerStatus {
     /// synced from; a template whose hash differs is deployed and synced again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_hash: Option<String>,
+
+    /// What the guest is, as last seen: running or stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_state: Option<PowerState>,
 
     /// The `metadata.generation` this status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -239,6 +239,8 @@ async fn finish_ready(job: &mut Job<'_>) -> Result<(), Error> {
     job.status.task_ref = None;
     job.status.observed_generation = job.ct.metadata.generation;
     job.status.template_hash = job.template.as_ref().map(|(_, spec)| super::resolve::template_hash(spec));
+    // Ready means the guest is as powerState asks: shut down, or running.
+    job.status.power_state = Some(job.ct.spec.power_state);
     set_condition(
         &mut job.status.conditions,
         DesiredCondition::truthy(

@@ -23,9 +23,10 @@ pub(crate) struct Inputs {
 }
 
 /// What a Ready Container records of the template it was deployed and synced
-/// from: the first 16 bytes of the SHA-256 of its spec as JSON, in hex.
+/// from: `sha256:` and the first 16 bytes of the SHA-256 of its spec as
+/// JSON, in hex.
 pub(crate) fn template_hash(spec: &ContainerTemplateSpec) -> String {
-    super::short_sha256(&serde_json::to_vec(spec).unwrap_or_default(), 16)
+    format!("sha256:{}", super::short_sha256(&serde_json::to_vec(spec).unwrap_or_default(), 16))
 }
 
 pub(crate) async fn resolve(ct: &Container, ctx: &Context) -> Result<Inputs, Error> {
