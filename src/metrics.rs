@@ -51,6 +51,7 @@ struct Inner {
     redis_publish_failures: Counter,
     progress_events_dropped: Counter,
     containers: Family<PhaseLabels, Gauge>,
+    ssh_sessions: Counter,
 }
 
 /// The controller's metrics. Cheap to clone; clones share one registry.
@@ -115,6 +116,8 @@ impl Metrics {
         for phase in crate::crd::Phase::ALL {
             containers.get_or_create(&PhaseLabels { phase: phase.as_str().to_owned() }).set(0);
         }
+        let ssh_sessions = Counter::default();
+        registry.register("ssh_sessions", "SSH sessions opened to guests", ssh_sessions.clone());
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -125,8 +128,14 @@ impl Metrics {
                 redis_publish_failures,
                 progress_events_dropped,
                 containers,
+                ssh_sessions,
             }),
         }
+    }
+
+    /// Counts one SSH session opened to a guest.
+    pub fn ssh_session(&self) {
+        self.inner.ssh_sessions.inc();
     }
 
     /// Counts one reconciliation.

@@ -34,6 +34,16 @@ pub struct RunArgs {
     /// How many Containers are reconciled at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
+    /// How often a Ready Container is compared with its guest (one status
+    /// and one config request to Proxmox, no SSH); drift is set back. With
+    /// up to 20% jitter. `0s` turns the check off.
+    #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub resync_interval: std::time::Duration,
+    /// Watch Secrets (metadata only), so a changed Secret behind a template
+    /// file's `secretKeyRef` re-syncs its Containers at once; needs list and
+    /// watch on Secrets. Without it the change is found at the next resync.
+    #[arg(long, env = "WATCH_SECRETS")]
+    pub watch_secrets: bool,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -72,13 +82,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ssh_key,
         ssh_public_key,
         node_limits: NodeLimits::default(),
-        timings: Timings::default(),
+        timings: Timings { resync_interval: args.resync_interval, ..Timings::default() },
         failures: Default::default(),
         node_checks: Default::default(),
+        drift_checks: Default::default(),
     });
     let options = RunOptions {
         watch_namespace: Some(args.watch_namespace).filter(|ns| !ns.is_empty()),
         concurrency: args.concurrency,
+        watch_secrets: args.watch_secrets,
     };
 
     tracing::info!(

@@ -9,6 +9,7 @@ mod argocd_health;
 mod bench;
 mod chart;
 mod crds;
+mod drift;
 mod examples;
 mod faults;
 mod leader;

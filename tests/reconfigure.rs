@@ -7,16 +7,13 @@ use crate::support;
 
 use infrahaus_operator::crd::conditions::find_condition;
 use infrahaus_operator::crd::{Container, Phase};
-use k8s_openapi::api::core::v1::Event;
 use serde_json::{json, Value};
-use support::fixtures::{container, template, READY_TIMEOUT};
+use support::fixtures::{container, controller_key, ssh, template, READY_TIMEOUT};
 use support::World;
 
 /// The guest's limits in effect and its pending values, from pve-sim's state.
 async fn guest(world: &World, vmid: i32) -> Value {
-    let state = world.sim_admin(reqwest::Method::GET, "/sim/state", json!(null)).await.expect("sim state");
-    let containers = state["data"]["containers"].as_array().cloned().unwrap_or_default();
-    containers.into_iter().find(|c| c["vmid"] == vmid).unwrap_or_else(|| panic!("no guest {vmid} in {state}"))
+    world.sim_guest(vmid).await.expect("sim state").unwrap_or_else(|| panic!("no guest {vmid}"))
 }
 
 async fn tasks_of(world: &World, vmid: i32, kind: &str) -> usize {
@@ -24,13 +21,7 @@ async fn tasks_of(world: &World, vmid: i32, kind: &str) -> usize {
 }
 
 async fn event_notes(world: &World, name: &str, reason: &str) -> Vec<String> {
-    let events = world.api::<Event>().list(&Default::default()).await.expect("events");
-    events
-        .items
-        .into_iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some(name) && e.reason.as_deref() == Some(reason))
-        .filter_map(|e| e.message)
-        .collect()
+    world.event_notes(name, reason).await.expect("events")
 }
 
 async fn apply_and_wait(world: &World, name: &str, manifest: Value) -> Container {
@@ -115,4 +106,74 @@ async fn the_disk_grows_and_a_shrink_is_rejected_at_apply_time() {
     manifest["spec"]["resources"] = json!({"diskGiB": 10});
     let error = world.apply(manifest).await.expect_err("a shrink is rejected");
     assert!(error.to_string().contains("resources.diskGiB can only grow"), "{error}");
+}
+
+fn ready_condition(ct: &Container) -> (String, String) {
+    let conditions = ct.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    find_condition(&conditions, "Ready").map(|c| (c.reason.clone(), c.message.clone())).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn ssh_public_keys_added_to_the_spec_reach_the_guest_and_removed_ones_leave_it() {
+    let mut world = World::new("reconf-keys").await.expect("world");
+    let (mut manifest, _) = ready(&mut world, "keys").await;
+    let key = controller_key(&world).await;
+    let added = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBq3l0Lq9V7oQ8V2s1mB0C1t8mJxk5H3Q0bWq3yW2uVx day2@example";
+
+    manifest["spec"]["sshPublicKeys"] = json!([added]);
+    let ct = apply_and_wait(&world, "keys", manifest.clone()).await;
+    let ip = ct.status.and_then(|s| s.ip_address).expect("ip");
+    let keys = ssh(&ip, key.path(), "cat /root/.ssh/authorized_keys");
+    assert_eq!(keys.lines().filter(|l| *l == added).count(), 1, "the key is in the guest once: {keys}");
+
+    manifest["spec"]["sshPublicKeys"] = json!([]);
+    apply_and_wait(&world, "keys", manifest).await;
+    // Still reachable with the controller's key, which always stays.
+    let keys = ssh(&ip, key.path(), "cat /root/.ssh/authorized_keys");
+    assert!(!keys.contains(added), "a key removed from the spec leaves the guest: {keys}");
+}
+
+#[tokio::test]
+async fn a_new_host_key_is_an_error_until_an_operator_accepts_it() {
+    let mut world = World::new("reconf-hostkey").await.expect("world");
+    let (mut manifest, vmid) = ready(&mut world, "hostkey").await;
+    let key = controller_key(&world).await;
+    let ct = world.container("hostkey").await.expect("ct");
+    let (ip, pins) = ct.status.map(|s| (s.ip_address.expect("ip"), s.ssh_host_key_fingerprints)).expect("status");
+
+    // New host keys, as a reinstalled guest has; sshd reads them at the reboot.
+    ssh(&ip, key.path(), "rm -f /etc/ssh/ssh_host_*; ssh-keygen -A >/dev/null");
+    let upid = world.pve_request(reqwest::Method::POST, &format!("/nodes/pve1/lxc/{vmid}/status/reboot"), &[]).await;
+    world.pve_wait_task(&upid.expect("reboot")).await.expect("rebooted");
+
+    manifest["metadata"]["annotations"] = json!({"infrahaus.io/retry": "1"});
+    world.apply(manifest.clone()).await.expect("retry");
+    let ct = world
+        .wait_for("hostkey", READY_TIMEOUT, "Error for the new host key", |ct| {
+            ct.status.as_ref().and_then(|s| s.phase) == Some(Phase::Error) && ready_condition(ct).0 == "HostKeyMismatch"
+        })
+        .await
+        .expect("HostKeyMismatch");
+    let message = ready_condition(&ct).1;
+    let fingerprint = message
+        .split("infrahaus.io/accept-host-key=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the message names the annotation and the new key: {message}"))
+        .to_string();
+    assert!(!pins.contains(&fingerprint), "a new key: {fingerprint} vs {pins:?}");
+    assert_eq!(ct.status.expect("status").ssh_host_key_fingerprints, pins, "the pin stays without the annotation");
+
+    manifest["metadata"]["annotations"] =
+        json!({"infrahaus.io/retry": "1", "infrahaus.io/accept-host-key": fingerprint.clone()});
+    world.apply(manifest).await.expect("accept");
+    let ct = world
+        .wait_for("hostkey", READY_TIMEOUT, "Ready with the accepted key", |ct| {
+            ct.status.as_ref().is_some_and(|s| s.phase == Some(Phase::Ready))
+        })
+        .await
+        .expect("Ready");
+    assert_eq!(ct.status.expect("status").ssh_host_key_fingerprints, vec![fingerprint.clone()], "the pin is replaced");
+    let notes = event_notes(&world, "hostkey", "HostKeyAccepted").await;
+    assert!(notes.iter().any(|n| n.contains(&fingerprint)), "an Event records it: {notes:?}");
 }

@@ -35,6 +35,9 @@ pub(crate) struct Context {
     /// generation: a Container's change wakes its node's reconcile, which
     /// must not ask Proxmox again each time.
     pub node_checks: std::sync::Mutex<HashMap<String, (Option<i64>, tokio::time::Instant)>>,
+    /// When each Ready Container (by uid) was last compared with its guest,
+    /// so a wake by a watch event does not ask Proxmox again each time.
+    pub drift_checks: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
 }
 
 /// Timings of the pipeline; tests shorten them.
@@ -51,6 +54,9 @@ pub(crate) struct Timings {
     pub retry_backoff: Duration,
     /// The longest wait between two attempts.
     pub retry_backoff_max: Duration,
+    /// How often a Ready Container is checked against its guest for drift
+    /// (zero: never, only changes wake it).
+    pub resync_interval: Duration,
 }
 
 impl Timings {
@@ -63,6 +69,14 @@ impl Timings {
         let base = doubled.min(self.retry_backoff_max);
         base.mul_f64(rand::random_range(0.8..=1.2))
     }
+
+    /// The wait until a Ready Container's next drift check: the resync
+    /// interval with up to 20% jitter either way, so Containers that became
+    /// Ready together (or were all reconciled at a controller start) spread
+    /// their checks over a fifth of the interval and more each round.
+    pub fn next_resync(&self) -> Option<Duration> {
+        (!self.resync_interval.is_zero()).then(|| self.resync_interval.mul_f64(rand::random_range(0.8..=1.2)))
+    }
 }
 
 impl Default for Timings {
@@ -73,6 +87,7 @@ impl Default for Timings {
             boot_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(300),
+            resync_interval: Duration::from_secs(300),
         }
     }
 }
@@ -81,6 +96,8 @@ impl Default for Timings {
 pub(crate) struct RunOptions {
     pub watch_namespace: Option<String>,
     pub concurrency: u16,
+    /// Whether Secrets are watched for changes of template files' sources.
+    pub watch_secrets: bool,
 }
 
 impl RunOptions {

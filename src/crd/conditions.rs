@@ -18,6 +18,9 @@ pub mod types {
     /// Proxmox holds changes of the guest's config that take effect only
     /// when the guest restarts.
     pub const RESTART_REQUIRED: &str = "RestartRequired";
+    /// The template changed since the guest was last synced from it, and
+    /// `templateSync: Manual` waits for the retry annotation.
+    pub const TEMPLATE_OUT_OF_SYNC: &str = "TemplateOutOfSync";
 }
 
 /// Reasons, in CamelCase as Kubernetes expects.
@@ -60,6 +63,14 @@ pub mod reasons {
     pub const OWNERSHIP_LOST: &str = "OwnershipLost";
     /// A setting could not be changed on the guest.
     pub const RECONFIGURE_FAILED: &str = "ReconfigureFailed";
+    /// A setting or the power state changed outside the operator was set back.
+    pub const DRIFT_CORRECTED: &str = "DriftCorrected";
+    /// The guest was destroyed outside the operator.
+    pub const GUEST_MISSING: &str = "GuestMissing";
+    /// The template changed since the last sync.
+    pub const TEMPLATE_CHANGED: &str = "TemplateChanged";
+    /// The guest is synced from the template as it is now.
+    pub const IN_SYNC: &str = "InSync";
 }
 
 /// The desired state of one condition; `set_condition` supplies the transition time.

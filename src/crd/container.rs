@@ -128,6 +128,13 @@ pub struct ContainerSpec {
     /// has brought it to Ready); `Running` starts it again.
     #[serde(default)]
     pub power_state: PowerState,
+
+    /// What a change of the template (or of a ConfigMap or Secret its files
+    /// come from) does to a Ready Container: `OnChange` deploys and syncs
+    /// again; `Manual` shows the condition TemplateOutOfSync until the retry
+    /// annotation is set.
+    #[serde(default)]
+    pub template_sync: TemplateSync,
 }
 
 fn default_true() -> bool {
@@ -223,6 +230,17 @@ pub enum RestartPolicy {
     Never,
     /// Reboot the guest once to apply it.
     OnPendingChange,
+}
+
+/// What a changed template does to a Ready Container.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TemplateSync {
+    /// Deploy and Sync run again (scripts are idempotent), then Finalize.
+    #[default]
+    OnChange,
+    /// Nothing runs; the condition TemplateOutOfSync says so until the retry
+    /// annotation is set.
+    Manual,
 }
 
 /// Where a Container is in its life.
@@ -473,6 +491,9 @@ impl ContainerStatus {
 /// The annotation whose new value retries a Container in phase Error (and
 /// re-applies a Ready one).
 pub const RETRY_ANNOTATION: &str = "infrahaus.io/retry";
+/// Accepts a changed SSH host key of the guest: its value is the new key's
+/// fingerprint (`SHA256:...`), which then replaces the pinned one.
+pub const ACCEPT_HOST_KEY_ANNOTATION: &str = "infrahaus.io/accept-host-key";
 
 impl Container {
     /// The value of the retry annotation, if set.
@@ -480,11 +501,26 @@ impl Container {
         self.metadata.annotations.as_ref()?.get(RETRY_ANNOTATION).map(String::as_str)
     }
 
+    /// The new SSH host key an operator accepted with the annotation
+    /// `infrahaus.io/accept-host-key=<fingerprint>`: only while the Container
+    /// is in Error for a host key mismatch and the key is not pinned yet (an
+    /// annotation left behind after that changes nothing).
+    pub fn host_key_to_accept(&self) -> Option<&str> {
+        let value = self.metadata.annotations.as_ref()?.get(ACCEPT_HOST_KEY_ANNOTATION)?.trim();
+        let status = self.status.as_ref()?;
+        let mismatch = status.conditions.iter().any(|c| {
+            c.type_ == super::conditions::types::READY && c.reason == super::conditions::reasons::HOST_KEY_MISMATCH
+        });
+        let pinned = status.ssh_host_key_fingerprints.iter().any(|pin| pin.trim() == value);
+        (!value.is_empty() && mismatch && !pinned).then_some(value)
+    }
+
     /// The phase the controller has settled this Container in: Ready or
     /// Error for the current generation and retry value, so there is nothing
-    /// more to do until the spec or the retry annotation changes. A Ready or
-    /// Error of an older generation, or a Container being deleted, is not
-    /// settled. The chart's Argo CD health check mirrors this rule.
+    /// more to do until the spec or the retry annotation changes (or a new
+    /// host key is accepted). A Ready or Error of an older generation, or a
+    /// Container being deleted, is not settled. The chart's Argo CD health
+    /// check mirrors this rule.
     pub fn settled_phase(&self) -> Option<Phase> {
         if self.metadata.deletion_timestamp.is_some() {
             return None;
@@ -494,7 +530,9 @@ impl Container {
         let retry = self.retry_annotation();
         let retry_acted_on = retry.is_none() || retry == status.last_applied_retry.as_deref();
         match status.phase {
-            Some(phase @ (Phase::Ready | Phase::Error)) if current && retry_acted_on => Some(phase),
+            Some(phase @ (Phase::Ready | Phase::Error)) if current && retry_acted_on => {
+                self.host_key_to_accept().is_none().then_some(phase)
+            }
             _ => None,
         }
     }

@@ -9,7 +9,8 @@ mod refs;
 
 pub use container::{
     Container, ContainerNetwork, ContainerSpec, ContainerStatus, DeletionPolicy, Features, ListeningPort, Phase,
-    PortProtocol, PowerState, RestartPolicy, StageName, StageState, StageStatus, RETRY_ANNOTATION,
+    PortProtocol, PowerState, RestartPolicy, StageName, StageState, StageStatus, TemplateSync,
+    ACCEPT_HOST_KEY_ANNOTATION, RETRY_ANNOTATION,
 };
 pub use container_template::{
     ContainerTemplate, ContainerTemplateSpec, FileContentSource, Resources, TemplateFile, TemplateScript,

@@ -33,7 +33,8 @@ pub enum SshError {
 
     #[error(
         "host key of {addr} is {got}, which is not among the pinned fingerprints {expected:?}; \
-         the container was replaced or someone is intercepting the connection"
+         the container was replaced or someone is intercepting the connection. If the new key is \
+         expected, accept it with the annotation infrahaus.io/accept-host-key={got}"
     )]
     HostKeyMismatch { addr: SocketAddr, expected: Vec<String>, got: String },
 

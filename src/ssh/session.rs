@@ -180,7 +180,8 @@ impl SshSession {
             .map_err(|source| SshError::Handshake { addr: self.addr, source })
     }
 
-    async fn exec_capture_with_stdin(
+    /// Runs `command` with `stdin` written to it and collects its output.
+    pub async fn exec_capture_with_stdin(
         &self,
         command: &str,
         stdin: Option<&[u8]>,

@@ -32,6 +32,8 @@ pub struct World {
     /// Controller logs and other files of this world, removed at exit.
     pub dir: PathBuf,
     controllers: Vec<ManagedProcess>,
+    /// Where each controller serves /metrics.
+    metrics_ports: Vec<u16>,
 }
 
 impl World {
@@ -62,7 +64,7 @@ impl World {
         let redis_url = Some(testbed::redis().await?.url.clone());
         let dir = testbed::process::work_dir("infrahaus-world")?;
         testbed::process::remove_at_exit(dir.clone());
-        let world = Self { kube, client, ns, sim, redis_url, dir, controllers: Vec::new() };
+        let world = Self { kube, client, ns, sim, redis_url, dir, controllers: Vec::new(), metrics_ports: Vec::new() };
         world.apply_node("pve1").await?;
         Ok(world)
     }
@@ -230,14 +232,52 @@ impl World {
     /// PUT of a form on the simulated Proxmox API, as a user changing a guest
     /// by hand would; fails unless it succeeds.
     pub async fn pve_put(&self, path: &str, form: &[(&str, &str)]) -> Result<()> {
+        self.pve_request(reqwest::Method::PUT, path, form).await.map(drop)
+    }
+
+    /// A request with a form on the simulated Proxmox API, as a user working
+    /// on a guest by hand would; returns `data`, fails unless it succeeds.
+    pub async fn pve_request(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> Result<Value> {
         let http = sim_http(&self.sim)?;
-        let request = http.put(self.sim.api_url(path)).header("Authorization", self.sim.auth_header()).form(form);
-        let response = request.send().await?;
+        let request =
+            http.request(method.clone(), self.sim.api_url(path)).header("Authorization", self.sim.auth_header());
+        let response = request.form(form).send().await?;
         let status = response.status();
+        let text = response.text().await.unwrap_or_default();
         if !status.is_success() {
-            bail!("PUT {path}: {status}: {}", response.text().await.unwrap_or_default());
+            bail!("{method} {path}: {status}: {text}");
         }
-        Ok(())
+        Ok(serde_json::from_str::<Value>(&text)?["data"].clone())
+    }
+
+    /// Waits for a Proxmox task (a UPID a request returned) to end.
+    pub async fn pve_wait_task(&self, upid: &Value) -> Result<()> {
+        let upid = upid.as_str().context("no UPID")?;
+        for _ in 0..600 {
+            let status = self.pve_get(&format!("/nodes/pve1/tasks/{upid}/status")).await?;
+            if status["status"] == "stopped" {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("task {upid} did not end")
+    }
+
+    /// The text of a controller's /metrics.
+    pub async fn controller_metrics(&self, index: usize) -> Result<String> {
+        let port = self.metrics_ports.get(index).context("no such controller")?;
+        let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await?;
+        Ok(response.error_for_status()?.text().await?)
+    }
+
+    /// The counter of a metric in a controller's /metrics (0 when absent).
+    pub async fn controller_metric(&self, index: usize, metric: &str) -> Result<f64> {
+        let text = self.controller_metrics(index).await?;
+        Ok(text
+            .lines()
+            .filter(|line| line.split(['{', ' ']).next() == Some(metric))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
     }
 
     /// The secret values a test world handles, for the no-leak checks.
@@ -309,6 +349,31 @@ impl World {
         tasks.as_array().cloned().context("task list is not an array")
     }
 
+    /// A guest as pve-sim holds it: its status, the limits in effect and its
+    /// pending values (`GET /sim/state`); `None` when there is no guest.
+    pub async fn sim_guest(&self, vmid: i32) -> Result<Option<Value>> {
+        let state = self.sim_admin(reqwest::Method::GET, "/sim/state", Value::Null).await?;
+        let containers = state["data"]["containers"].as_array().cloned().unwrap_or_default();
+        Ok(containers.into_iter().find(|c| c["vmid"] == vmid))
+    }
+
+    /// The notes of the Events of `reason` on Container `name`.
+    pub async fn event_notes(&self, name: &str, reason: &str) -> Result<Vec<String>> {
+        let events = self.api::<k8s_openapi::api::core::v1::Event>().list(&Default::default()).await?;
+        Ok(events
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name) && e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.message)
+            .collect())
+    }
+
+    /// pve-sim's count of API requests handled (`reads`, `writes`, `total`).
+    pub async fn sim_requests(&self) -> Result<Value> {
+        let state = self.sim_admin(reqwest::Method::GET, "/sim/state", Value::Null).await?;
+        Ok(state["data"]["requests"].clone())
+    }
+
     /// Applies a changed `manifest` of Container `name` and waits until it is
     /// Ready for the new generation.
     pub async fn apply_and_wait_ready(&self, name: &str, manifest: Value) -> Result<Container> {
@@ -367,6 +432,7 @@ impl World {
         }
         let process = ManagedProcess::spawn("infrahaus-operator", cmd, &log)?;
         self.controllers.push(process);
+        self.metrics_ports.push(port);
         Ok(self.controllers.len() - 1)
     }
 }

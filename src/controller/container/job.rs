@@ -15,7 +15,9 @@ use kube::ResourceExt;
 use super::resolve::Inputs;
 use crate::controller::{Context, NodePermit};
 use crate::crd::conditions::reasons;
-use crate::crd::{Container, ContainerStatus, ContainerTemplateSpec, Phase, StageName, StageState};
+use crate::crd::{
+    Container, ContainerStatus, ContainerTemplateSpec, Phase, StageName, StageState, ACCEPT_HOST_KEY_ANNOTATION,
+};
 use crate::error::Error;
 use crate::k8s;
 use crate::progress::{ContainerRef, LogStream, ProgressEvent};
@@ -38,6 +40,9 @@ pub(crate) struct Job<'a> {
     pub node_key: String,
     pub max_node_operations: usize,
     pub template: Option<(String, ContainerTemplateSpec)>,
+    /// The hash of the template as resolved when the run began (before
+    /// Deploy read its files), recorded at Ready.
+    pub template_hash: Option<String>,
     pub status: ContainerStatus,
     pub namespace: String,
     pub name: String,
@@ -68,6 +73,7 @@ impl<'a> Job<'a> {
             node_key,
             max_node_operations,
             template,
+            template_hash: None,
             // Percent never decreases within a generation, also across restarts.
             last_percent: if same_generation { status.progress.unwrap_or(0) } else { 0 },
             span: (0, 100),
@@ -81,7 +87,13 @@ impl<'a> Job<'a> {
     }
 
     pub fn hostname(&self) -> String {
-        self.ct.spec.hostname.clone().unwrap_or_else(|| self.name.clone())
+        super::settings::hostname(&self.ct)
+    }
+
+    /// The keys root's `authorized_keys` holds for the operator: its own and
+    /// `spec.sshPublicKeys`.
+    pub fn authorized_keys(&self) -> Vec<String> {
+        std::iter::once(self.ctx.ssh_public_key.clone()).chain(self.ct.spec.ssh_public_keys.iter().cloned()).collect()
     }
 
     pub fn vmid(&self) -> Result<u32, Error> {
@@ -223,18 +235,43 @@ impl<'a> Job<'a> {
     }
 
     /// Connects over SSH with the pinned host keys; pins the first key seen
-    /// when the create log printed none.
+    /// when the create log printed none. A key accepted with the annotation
+    /// `infrahaus.io/accept-host-key=<fingerprint>` replaces the pins: the
+    /// guest must present exactly that key, and an Event records it.
     pub async fn ssh(&mut self, ip: std::net::IpAddr) -> Result<SshSession, Error> {
-        let check = HostKeyCheck::from_pins(self.status.ssh_host_key_fingerprints.clone());
+        let accepted = self.accepted_host_key();
+        let pins = match &accepted {
+            Some(fingerprint) => vec![fingerprint.clone()],
+            None => self.status.ssh_host_key_fingerprints.clone(),
+        };
+        let check = HostKeyCheck::from_pins(pins);
         let trust_first = matches!(check, HostKeyCheck::TrustFirst);
         let target = SshTarget::root(SocketAddr::new(ip, SSH_PORT), self.ctx.ssh_key.clone(), check);
         let deadline = tokio::time::Instant::now() + self.ctx.timings.boot_timeout;
         let session = ssh::connect_with_retry(&target, deadline).await?;
-        if trust_first {
-            self.status.ssh_host_key_fingerprints = vec![session.host_key_fingerprint().to_string()];
+        self.ctx.metrics.ssh_session();
+        if trust_first || accepted.is_some() {
+            let replaced = std::mem::replace(
+                &mut self.status.ssh_host_key_fingerprints,
+                vec![session.host_key_fingerprint().to_string()],
+            );
             self.save().await?;
+            if let Some(fingerprint) = accepted {
+                let note = format!(
+                    "accepted the new SSH host key {fingerprint} of {ip} ({ACCEPT_HOST_KEY_ANNOTATION}); it replaces {}",
+                    replaced.join(", ")
+                );
+                self.event(EventType::Normal, "HostKeyAccepted", "Connect", note).await;
+            }
         }
         Ok(session)
+    }
+
+    /// The fingerprint the accept annotation names, when it is to be pinned.
+    fn accepted_host_key(&self) -> Option<String> {
+        let value = self.ct.host_key_to_accept()?;
+        let pinned = self.status.ssh_host_key_fingerprints.iter().any(|pin| pin.trim() == value);
+        (!pinned).then(|| value.to_string())
     }
 
     /// SSH to the address Deploy recorded.

@@ -2,6 +2,7 @@
 //! to the pipeline (apply) or to cleanup (deletion) through the finalizer.
 
 mod cleanup;
+mod drift;
 mod job;
 mod pipeline;
 mod plan;
@@ -14,16 +15,19 @@ mod stages;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use tracing::{info_span, Instrument};
 
 use super::{Context, RunOptions};
-use crate::crd::{Container, ContainerTemplate, Phase};
+use crate::crd::conditions::{reasons, set_condition, types, DesiredCondition};
+use crate::crd::{Container, ContainerTemplate, ContainerTemplateSpec, Phase, TemplateSync, RETRY_ANNOTATION};
 use crate::error::Error;
 use crate::k8s;
 
@@ -47,20 +51,31 @@ pub(crate) async fn run(
         controller = controller.reconcile_on(futures::stream::poll_fn(move |cx| woken.poll_recv(cx)));
     }
     let store = controller.store();
-    // A changed ContainerTemplate wakes every Container that uses it; the
+    // A changed ContainerTemplate, or a changed ConfigMap or Secret a
+    // template's file comes from, wakes every Container that uses it; the
     // template hash decides whether one is deployed and synced again.
+    let (templates, writer) = reflector::store::<ContainerTemplate>();
     let users = store.clone();
-    let templates: Api<ContainerTemplate> = options.watched(ctx.client.clone());
-    controller = controller.watches(templates, watcher::Config::default(), move |template: ContainerTemplate| {
-        let (namespace, name) = (template.namespace(), template.name_any());
-        users
-            .state()
-            .into_iter()
-            .filter(|ct| ct.namespace() == namespace)
-            .filter(|ct| ct.spec.template_ref.as_ref().is_some_and(|r| r.name == name))
-            .map(|ct| ObjectRef::from_obj(ct.as_ref()))
-            .collect::<Vec<_>>()
-    });
+    let template_changes = triggers(
+        reflector(
+            writer,
+            watcher(options.watched::<ContainerTemplate>(ctx.client.clone()), watcher::Config::default()),
+        ),
+        move |template: ContainerTemplate| {
+            let name = template.name_any();
+            users_of(&users, template.namespace(), |ct| ct.spec.template_ref.as_ref().is_some_and(|r| r.name == name))
+        },
+    );
+    let config_maps = metadata_only::<ConfigMap>(&options, &ctx.client);
+    controller = controller
+        .reconcile_on(template_changes)
+        .reconcile_on(triggers(config_maps, source_users(&templates, &store, false)));
+    // Watching Secrets needs list and watch on every Secret; without it a
+    // changed Secret is found at the next resync (the hash reads it).
+    if options.watch_secrets {
+        let secrets = metadata_only::<Secret>(&options, &ctx.client);
+        controller = controller.reconcile_on(triggers(secrets, source_users(&templates, &store, true)));
+    }
     let metrics = ctx.metrics.clone();
     controller
         .graceful_shutdown_on(shutdown)
@@ -76,6 +91,88 @@ pub(crate) async fn run(
             futures::future::ready(())
         })
         .await;
+}
+
+/// The metadata of the watched objects of kind `K`: a change is all that
+/// matters, and no Secret's data is held in memory.
+fn metadata_only<K>(
+    options: &RunOptions,
+    client: &kube::Client,
+) -> impl futures::Stream<Item = Result<watcher::Event<PartialObjectMeta<K>>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<PartialObjectMeta<K>> = match &options.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    watcher(api, watcher::Config::default())
+}
+
+/// Maps a changed ConfigMap (`secret` false) or Secret to the Containers made
+/// from a template that takes a file from it.
+fn source_users<K>(
+    templates: &Store<ContainerTemplate>,
+    users: &Store<Container>,
+    secret: bool,
+) -> impl Fn(PartialObjectMeta<K>) -> Vec<ObjectRef<Container>> + Send + 'static {
+    let (templates, users) = (templates.clone(), users.clone());
+    move |meta| {
+        let (namespace, name) = (meta.metadata.namespace, meta.metadata.name.unwrap_or_default());
+        let using: Vec<String> = templates
+            .state()
+            .iter()
+            .filter(|t| t.namespace() == namespace && resolve::uses_source(&t.spec, secret, &name))
+            .map(|t| t.name_any())
+            .collect();
+        users_of(&users, namespace, |ct| ct.spec.template_ref.as_ref().is_some_and(|r| using.contains(&r.name)))
+    }
+}
+
+/// The Containers to reconcile for each object `events` reports changed,
+/// added or deleted, as `map` names them. A failed watch is retried with
+/// backoff (logged), as the controller's own watches are.
+fn triggers<K, S>(
+    events: S,
+    map: impl Fn(K) -> Vec<ObjectRef<Container>> + Send + 'static,
+) -> impl futures::Stream<Item = ObjectRef<Container>> + Send + 'static
+where
+    K: kube::Resource + Clone + Send + 'static,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    events
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|result| {
+            futures::future::ready(match result {
+                Ok(object) => Some(object),
+                Err(error) => {
+                    tracing::warn!(%error, "watch failed; retrying");
+                    None
+                }
+            })
+        })
+        .flat_map(move |object| futures::stream::iter(map(object)))
+}
+
+/// The Containers of `namespace` in `store` that `uses` picks.
+fn users_of(
+    store: &Store<Container>,
+    namespace: Option<String>,
+    uses: impl Fn(&Container) -> bool,
+) -> Vec<ObjectRef<Container>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|ct| ct.namespace() == namespace && uses(ct))
+        .map(|ct| ObjectRef::from_obj(ct.as_ref()))
+        .collect()
 }
 
 /// How many Containers are in each phase (every phase listed, zeros included,
@@ -107,7 +204,10 @@ async fn reconcile(ct: Arc<Container>, ctx: Arc<Context>) -> Result<Action, Erro
     let action = finalizer(&api, FINALIZER, ct, |event| async move {
         match event {
             FinalizerEvent::Apply(ct) => apply(ct, &inner).await,
-            FinalizerEvent::Cleanup(ct) => cleanup::run(ct, &inner).await,
+            FinalizerEvent::Cleanup(ct) => {
+                drift::forget(&ct, &inner);
+                cleanup::run(ct, &inner).await
+            }
         }
     })
     .instrument(span)
@@ -142,9 +242,9 @@ fn error_policy(ct: Arc<Container>, error: &Error, ctx: Arc<Context>) -> Action 
 async fn apply(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
     let decision = match plan::decide(&ct) {
         plan::Decision::Run(run) => run,
-        plan::Decision::Idle => match template_changed(&ct, ctx).await? {
+        plan::Decision::Idle => match idle(&ct, ctx).await? {
             Some(run) => run,
-            None => return Ok(Action::await_change()),
+            None => return Ok(settled(&ct, ctx)),
         },
     };
     let inputs = match resolve::resolve(&ct, ctx).await {
@@ -155,12 +255,118 @@ async fn apply(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
         }
     };
     let mut job = job::Job::new(ctx, ct.clone(), inputs);
-    match pipeline::run(&mut job, decision).await {
-        Ok(()) => Ok(Action::await_change()),
+    let result = pipeline::run(&mut job, decision).await;
+    let ct = Container { status: Some(job.status.clone()), ..(*ct).clone() };
+    match result {
+        Ok(()) => {
+            // The guest is as the spec asks now: the next check is due in
+            // a resync interval, not at the wake this status write causes.
+            drift::checked(&ct, ctx);
+            Ok(settled(&ct, ctx))
+        }
         // The pipeline already recorded a permanent failure as phase Error.
         Err(error) if !error.is_transient() => Ok(Action::await_change()),
         Err(error) => Err(error),
     }
+}
+
+/// When a settled Container is looked at again without a change: a Ready
+/// one after a resync interval, to find drift; an Error only on a change.
+fn settled(ct: &Container, ctx: &Context) -> Action {
+    let ready = ct.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready);
+    match ctx.timings.next_resync().filter(|_| ready) {
+        Some(wait) => Action::requeue(wait),
+        None => Action::await_change(),
+    }
+}
+
+/// For an idle Container: the run its changed template or a drifted guest
+/// asks for. Only a Ready Container is looked at: its template is read to
+/// compare hashes, and once per resync interval its guest is compared with
+/// the spec (one status and one config request, no SSH).
+async fn idle(ct: &Container, ctx: &Context) -> Result<Option<plan::Run>, Error> {
+    if ct.settled_phase() != Some(Phase::Ready) {
+        return Ok(None);
+    }
+    let template = match resolve::template(ct, ctx).await {
+        Ok(template) => template,
+        Err(error) => {
+            tracing::debug!(%error, "the template of a Ready Container cannot be read; nothing to re-sync");
+            return Ok(None);
+        }
+    };
+    if let Some((name, spec)) = &template {
+        if let Some(run) = template_changed(ct, ctx, name, spec).await? {
+            return Ok(Some(run));
+        }
+    }
+    drift::check(ct, ctx, template.as_ref().map(|(_, spec)| spec)).await
+}
+
+/// The run a changed template asks for, or none when its hash is the one
+/// recorded. With `templateSync: Manual` the change is shown in the
+/// condition TemplateOutOfSync instead, and the retry annotation runs it.
+async fn template_changed(
+    ct: &Container,
+    ctx: &Context,
+    name: &str,
+    template: &ContainerTemplateSpec,
+) -> Result<Option<plan::Run>, Error> {
+    let namespace = ct.namespace().unwrap_or_default();
+    let current = match resolve::template_hash(&ctx.client, &namespace, template).await {
+        Ok(hash) => hash,
+        Err(error) => {
+            tracing::debug!(%error, "the template of a Ready Container cannot be resolved; nothing to re-sync");
+            return Ok(None);
+        }
+    };
+    let Some(status) = ct.status.as_ref() else { return Ok(None) };
+    let mut recorded = status.clone();
+    let changed = match status.template_hash.as_deref() {
+        Some(hash) => hash != current,
+        None => {
+            // Ready before templates were hashed: record, re-run nothing.
+            recorded.template_hash = Some(current);
+            false
+        }
+    };
+    let manual = ct.spec.template_sync == TemplateSync::Manual;
+    if changed && !manual {
+        return Ok(Some(plan::template_changed(ct)));
+    }
+    if manual || changed {
+        let desired = match changed {
+            true => DesiredCondition::truthy(
+                types::TEMPLATE_OUT_OF_SYNC,
+                reasons::TEMPLATE_CHANGED,
+                format!(
+                    "ContainerTemplate {name} changed since the guest was synced from it; templateSync is Manual: \
+                     set the annotation {RETRY_ANNOTATION} to deploy and sync it"
+                ),
+                ct.metadata.generation,
+            ),
+            false => in_sync(ct),
+        };
+        if changed || recorded.conditions.iter().any(|c| c.type_ == types::TEMPLATE_OUT_OF_SYNC) {
+            set_condition(&mut recorded.conditions, desired, &pipeline::now());
+        }
+    }
+    if &recorded != status {
+        let api: Api<Container> = Api::namespaced(ctx.client.clone(), &namespace);
+        k8s::apply_status(&api, &ct.name_any(), &recorded).await?;
+    }
+    Ok(None)
+}
+
+/// TemplateOutOfSync turned False: the guest is synced from the template as
+/// it is now.
+pub(super) fn in_sync(ct: &Container) -> DesiredCondition {
+    DesiredCondition::falsy(
+        types::TEMPLATE_OUT_OF_SYNC,
+        reasons::IN_SYNC,
+        "the guest is synced from the template as it is",
+        ct.metadata.generation,
+    )
 }
 
 /// The first `bytes` bytes of the SHA-256 of `input`, in hex: a short,
@@ -168,37 +374,6 @@ async fn apply(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
 pub(crate) fn short_sha256(input: &[u8], bytes: usize) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(input).iter().take(bytes).map(|b| format!("{b:02x}")).collect()
-}
-
-/// For an idle Container: the run a changed template asks for. Only a Ready
-/// Container made from a template is looked at, and only its template is
-/// read (no node, token or Proxmox request) to compare hashes.
-async fn template_changed(ct: &Container, ctx: &Context) -> Result<Option<plan::Run>, Error> {
-    if ct.settled_phase() != Some(Phase::Ready) {
-        return Ok(None);
-    }
-    let template = match resolve::template(ct, ctx).await {
-        Ok(Some((_, spec))) => spec,
-        Ok(None) => return Ok(None),
-        Err(error) => {
-            tracing::debug!(%error, "the template of a Ready Container cannot be read; nothing to re-sync");
-            return Ok(None);
-        }
-    };
-    let current = resolve::template_hash(&template);
-    let Some(status) = ct.status.as_ref() else { return Ok(None) };
-    match status.template_hash.as_deref() {
-        Some(recorded) if recorded != current => Ok(Some(plan::template_changed(ct))),
-        Some(_) => Ok(None),
-        None => {
-            // Ready before templates were hashed: record, re-run nothing.
-            let mut recorded = status.clone();
-            recorded.template_hash = Some(current);
-            let api: Api<Container> = Api::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
-            k8s::apply_status(&api, &ct.name_any(), &recorded).await?;
-            Ok(None)
-        }
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use super::job::Job;
 use super::plan;
 use super::power;
 use super::reconfigure;
+use super::resolve;
 use super::stages::{self, Stage, STAGES};
 use crate::crd::conditions::{reasons, set_condition, types, DesiredCondition};
 use crate::crd::{Phase, PowerState, StageName, StageState, StageStatus};
@@ -22,19 +23,24 @@ use crate::progress::ProgressEvent;
 /// Runs every stage that has not succeeded yet, in order, then marks the
 /// Container Ready.
 pub(crate) async fn run(job: &mut Job<'_>, decision: plan::Run) -> Result<(), Error> {
+    // Hashed before Deploy reads the files: a source changed meanwhile makes
+    // the recorded hash differ, and the next reconcile syncs again.
+    if let Some((_, spec)) = &job.template {
+        job.template_hash = resolve::template_hash(&job.ctx.client, &job.namespace, spec).await.ok();
+    }
     let stopped = job.ct.spec.power_state == PowerState::Stopped;
     // Stopped once Ready: the configuration stays as deployed while the
     // guest is off; it is deployed again when the guest runs again.
     let ready_before = job.status.stage_succeeded(StageName::Finalizing);
     if stopped && ready_before {
-        begin(job, &plan::Run { reset: Vec::new(), retry: decision.retry.clone() });
+        begin(job, &plan::Run { reset: Vec::new(), ..decision.clone() });
     } else {
         begin(job, &decision);
     }
     // A guest that already ran gets changed settings before the configuration
     // is deployed again (a new generation, a retry, a resumed run).
     if job.status.stage_succeeded(StageName::Starting) {
-        if let Err(error) = reconfigure::run(job).await {
+        if let Err(error) = reconfigure::run(job, decision.drift).await {
             reconfigure_failed(job, &error).await?;
             return Err(error);
         }
@@ -43,6 +49,12 @@ pub(crate) async fn run(job: &mut Job<'_>, decision: plan::Run) -> Result<(), Er
             return finish_ready(job).await;
         }
         if !stopped && !power::running(job).await? {
+            if decision.drift {
+                let vmid = job.vmid()?;
+                let note =
+                    format!("CT {vmid} was stopped outside the operator; starting it again (powerState Running)");
+                job.event(EventType::Warning, reasons::DRIFT_CORRECTED, reconfigure::ACTION, note).await;
+            }
             // Stopped (by powerState, or by hand): Start runs again, and
             // with it everything after it.
             reset(job, &[StageName::Starting, StageName::Deploying, StageName::Syncing, StageName::Finalizing]);
@@ -223,7 +235,25 @@ async fn reconfigure_failed(job: &mut Job<'_>, error: &Error) -> Result<(), Erro
     if error.is_transient() {
         return record_retry(job, step, action, "ReconfigureRetrying", error).await;
     }
+    if error.reason() == reasons::GUEST_MISSING {
+        forget_guest(job);
+    }
     record_failure(job, step, action, "ReconfigureFailed", None, error).await
+}
+
+/// The guest is gone: every stage runs again at the retry, Create first,
+/// at `spec.vmid` or at a newly allocated one. Nothing of the old guest is
+/// kept (address, host keys, task).
+fn forget_guest(job: &mut Job<'_>) {
+    reset(job, &StageName::ALL);
+    if job.ct.spec.vmid.is_none() {
+        job.status.vmid = None;
+    }
+    job.status.ip_address = None;
+    job.status.ssh_host_key_fingerprints.clear();
+    job.status.task_ref = None;
+    job.status.template_hash = None;
+    job.status.power_state = None;
 }
 
 async fn finish_ready(job: &mut Job<'_>) -> Result<(), Error> {
@@ -238,7 +268,14 @@ async fn finish_ready(job: &mut Job<'_>) -> Result<(), Error> {
     job.status.message = Some(message.clone());
     job.status.task_ref = None;
     job.status.observed_generation = job.ct.metadata.generation;
-    job.status.template_hash = job.template.as_ref().map(|(_, spec)| super::resolve::template_hash(spec));
+    job.status.template_hash = match (&job.template, job.template_hash.take()) {
+        (None, _) => None,
+        (Some(_), Some(hash)) => Some(hash),
+        (Some((_, spec)), None) => Some(resolve::template_hash(&job.ctx.client, &job.namespace, spec).await?),
+    };
+    if job.status.conditions.iter().any(|c| c.type_ == types::TEMPLATE_OUT_OF_SYNC) {
+        set_condition(&mut job.status.conditions, super::in_sync(&job.ct), &now());
+    }
     // Ready means the guest is as powerState asks: shut down, or running.
     job.status.power_state = Some(job.ct.spec.power_state);
     set_condition(

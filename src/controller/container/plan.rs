@@ -17,6 +17,9 @@ pub struct Run {
     pub reset: Vec<StageName>,
     /// The retry annotation value this run acts on.
     pub retry: Option<String>,
+    /// The guest drifted from the spec: what is set back is reported as
+    /// DriftCorrected.
+    pub drift: bool,
 }
 
 pub fn decide(ct: &Container) -> Decision {
@@ -28,14 +31,17 @@ pub fn decide(ct: &Container) -> Decision {
     match status.phase {
         // A new generation of a Ready container re-applies its configuration;
         // the guest itself stays.
-        Some(Phase::Ready) => {
-            Decision::Run(Run { reset: vec![StageName::Deploying, StageName::Syncing, StageName::Finalizing], retry })
-        }
+        Some(Phase::Ready) => Decision::Run(Run {
+            reset: vec![StageName::Deploying, StageName::Syncing, StageName::Finalizing],
+            retry,
+            drift: false,
+        }),
         Some(Phase::Error) => Decision::Run(Run {
             reset: StageName::ALL.into_iter().filter(|s| !status.stage_succeeded(*s)).collect(),
             retry,
+            drift: false,
         }),
-        _ => Decision::Run(Run { reset: Vec::new(), retry: retry.or(status.last_applied_retry) }),
+        _ => Decision::Run(Run { reset: Vec::new(), retry: retry.or(status.last_applied_retry), drift: false }),
     }
 }
 
@@ -45,7 +51,15 @@ pub fn template_changed(ct: &Container) -> Run {
     Run {
         reset: vec![StageName::Deploying, StageName::Syncing, StageName::Finalizing],
         retry: ct.retry_annotation().map(str::to_string),
+        drift: false,
     }
+}
+
+/// A Ready Container whose guest drifted: the reconfiguration sets its
+/// settings back and the power state is restored; stages run again only
+/// when the guest must be started again.
+pub fn drifted(ct: &Container) -> Run {
+    Run { reset: Vec::new(), retry: ct.retry_annotation().map(str::to_string), drift: true }
 }
 
 #[cfg(test)]
@@ -90,8 +104,9 @@ mod tests {
     #[test]
     fn decisions() {
         let all = StageName::ALL.to_vec();
-        let run =
-            |reset: Vec<StageName>, retry: Option<&str>| Decision::Run(Run { reset, retry: retry.map(str::to_string) });
+        let run = |reset: Vec<StageName>, retry: Option<&str>| {
+            Decision::Run(Run { reset, retry: retry.map(str::to_string), drift: false })
+        };
         let cases: Vec<(&str, Container, Decision)> = vec![
             ("new container runs", container(1, None, None), run(vec![], None)),
             (

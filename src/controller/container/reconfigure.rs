@@ -20,7 +20,7 @@ use kube::runtime::events::EventType;
 use super::job::Job;
 use super::settings::Settings;
 use crate::crd::conditions::{reasons, set_condition, types, DesiredCondition};
-use crate::crd::RestartPolicy;
+use crate::crd::{RestartPolicy, RETRY_ANNOTATION};
 use crate::error::Error;
 use crate::progress::ProgressEvent;
 use crate::proxmox;
@@ -32,7 +32,9 @@ pub(crate) const ACTION: &str = "Reconfigure";
 /// Where its progress sits: after Start, before Deploy.
 const PERCENT: u8 = 38;
 
-pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
+/// `drift`: the guest was changed outside the operator, and what is set back
+/// is reported as DriftCorrected rather than Reconfigured.
+pub(super) async fn run(job: &mut Job<'_>, drift: bool) -> Result<(), Error> {
     let vmid = job.vmid()?;
     let node = job.node.clone();
     for task_type in ["resize", "vzreboot"] {
@@ -42,7 +44,11 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
         job.finish_in_flight(task_type).await?;
     }
 
-    let config = job.pve.lxc_config(&node, vmid).await?;
+    let config = match job.pve.lxc_config(&node, vmid).await {
+        Ok(config) => config,
+        Err(error) if error.is_no_such_guest() => return Err(guest_missing(job, vmid)),
+        Err(error) => return Err(error.into()),
+    };
     if !proxmox::is_owned_by(config.description.as_deref(), config.tags.as_deref(), &job.uid) {
         return Err(Error::permanent(
             reasons::OWNERSHIP_LOST,
@@ -100,9 +106,32 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
             true => note,
             false => format!("{note}; pending until it restarts: {}", pending.join(", ")),
         };
-        job.event(EventType::Normal, "Reconfigured", ACTION, note).await;
+        match drift {
+            true => job.event(EventType::Warning, reasons::DRIFT_CORRECTED, ACTION, format!("{note} back to the spec")),
+            false => job.event(EventType::Normal, "Reconfigured", ACTION, note),
+        }
+        .await;
     }
     Ok(())
+}
+
+/// The guest was destroyed outside the operator. It is not recreated on its
+/// own: someone may have meant it, and a new guest has none of the old one's
+/// data.
+fn guest_missing(job: &Job<'_>, vmid: u32) -> Error {
+    let at = match job.ct.spec.vmid {
+        Some(_) => format!("at vmid {vmid} again"),
+        None => "at a newly allocated vmid".to_string(),
+    };
+    Error::permanent(
+        reasons::GUEST_MISSING,
+        format!(
+            "guest {vmid} on node {} no longer exists: it was destroyed outside the operator. It is not recreated \
+             on its own; set the annotation {RETRY_ANNOTATION} to a new value to create it again {at} (a new, \
+             empty guest)",
+            job.node
+        ),
+    )
 }
 
 /// The options Proxmox holds for the guest's next start.

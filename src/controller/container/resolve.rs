@@ -2,12 +2,14 @@
 //! Secret) and its ContainerTemplate. A missing reference is waited for, not
 //! an Error: it may be applied a moment later by the same `kubectl apply`.
 
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use kube::ResourceExt;
 
 use crate::controller::node::proxmox_client;
 use crate::controller::Context;
-use crate::crd::{Container, ContainerTemplate, ContainerTemplateSpec, Phase, ProxmoxNode};
+use crate::crd::conditions::reasons;
+use crate::crd::{Container, ContainerTemplate, ContainerTemplateSpec, Phase, ProxmoxNode, TemplateFile};
 use crate::error::Error;
 use crate::{k8s, proxmox};
 
@@ -23,10 +25,60 @@ pub(crate) struct Inputs {
 }
 
 /// What a Ready Container records of the template it was deployed and synced
-/// from: `sha256:` and the first 16 bytes of the SHA-256 of its spec as
-/// JSON, in hex.
-pub(crate) fn template_hash(spec: &ContainerTemplateSpec) -> String {
-    format!("sha256:{}", super::short_sha256(&serde_json::to_vec(spec).unwrap_or_default(), 16))
+/// from: `sha256:` and the first 16 bytes, in hex, of the SHA-256 of the
+/// template resolved: its spec as JSON (packages, scripts, files) and the
+/// content of every file taken from a ConfigMap or Secret (of a Secret only
+/// this hash is recorded, never a value).
+pub(crate) async fn template_hash(
+    client: &kube::Client,
+    namespace: &str,
+    spec: &ContainerTemplateSpec,
+) -> Result<String, Error> {
+    let mut input = serde_json::to_vec(spec).unwrap_or_default();
+    for file in spec.files.iter().filter(|f| f.content.is_none()) {
+        let content = file_content(client, namespace, file).await?;
+        input.extend_from_slice(format!("\0{}\0{}\0", file.path, content.len()).as_bytes());
+        input.extend_from_slice(&content);
+    }
+    Ok(format!("sha256:{}", super::short_sha256(&input, 16)))
+}
+
+/// A template file's content: its own, or the ConfigMap or Secret key it
+/// names. A source not there yet is waited for.
+pub(crate) async fn file_content(
+    client: &kube::Client,
+    namespace: &str,
+    file: &TemplateFile,
+) -> Result<Vec<u8>, Error> {
+    if let Some(content) = &file.content {
+        return Ok(content.clone().into_bytes());
+    }
+    let missing = |what: String| Error::transient(format!("file {}: waiting for {what}", file.path));
+    let source = file.content_from.as_ref().ok_or_else(|| {
+        Error::permanent(reasons::INVALID_PARAMETERS, format!("file {} has neither content nor contentFrom", file.path))
+    })?;
+    if let Some(r) = &source.config_map_key_ref {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+        let cm = api.get_opt(&r.name).await?.ok_or_else(|| missing(format!("ConfigMap {}", r.name)))?;
+        let data = cm.data.and_then(|mut d| d.remove(&r.key)).map(String::into_bytes);
+        let binary = || cm.binary_data.as_ref().and_then(|d| d.get(&r.key)).map(|b| b.0.clone());
+        return data.or_else(binary).ok_or_else(|| missing(format!("key {} in ConfigMap {}", r.key, r.name)));
+    }
+    if let Some(r) = &source.secret_key_ref {
+        let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        let secret = api.get_opt(&r.name).await?.ok_or_else(|| missing(format!("Secret {}", r.name)))?;
+        return k8s::secret_key(&secret, &r.key).ok_or_else(|| missing(format!("key {} in Secret {}", r.key, r.name)));
+    }
+    Err(Error::permanent(reasons::INVALID_PARAMETERS, format!("file {}: contentFrom names no source", file.path)))
+}
+
+/// Whether `spec` takes a file from the ConfigMap (`secret` false) or the
+/// Secret (`secret` true) called `name`.
+pub(crate) fn uses_source(spec: &ContainerTemplateSpec, secret: bool, name: &str) -> bool {
+    spec.files.iter().filter_map(|f| f.content_from.as_ref()).any(|source| {
+        let key_ref = if secret { &source.secret_key_ref } else { &source.config_map_key_ref };
+        key_ref.as_ref().is_some_and(|r| r.name == name)
+    })
 }
 
 pub(crate) async fn resolve(ct: &Container, ctx: &Context) -> Result<Inputs, Error> {

@@ -7,6 +7,11 @@ use crate::proxmox::{self, LxcConfig};
 pub(crate) const DEFAULT_STORAGE: &str = "local-lvm";
 pub(crate) const DEFAULT_DISK_GIB: i32 = 8;
 
+/// The guest's hostname: `spec.hostname`, or the Container's name.
+pub(crate) fn hostname(ct: &Container) -> String {
+    ct.spec.hostname.clone().unwrap_or_else(|| kube::ResourceExt::name_any(ct))
+}
+
 /// The settings Proxmox keeps in the guest's config and the operator manages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Settings {

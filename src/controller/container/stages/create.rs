@@ -167,8 +167,7 @@ fn create_params(job: &Job<'_>, vmid: u32, password: String) -> Result<CreateLxc
     let settings = Settings::resolve(&job.ct, job.hostname(), template);
     let network = spec.network.clone().unwrap_or_default();
 
-    let mut keys = vec![job.ctx.ssh_public_key.clone()];
-    keys.extend(spec.ssh_public_keys.iter().cloned());
+    let keys = job.authorized_keys();
     let description = format!("Managed by infrahaus-operator: Container {}/{}", job.namespace, job.name);
 
     Ok(CreateLxcParams {

@@ -3,15 +3,14 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::Api;
 use tokio::time::Instant;
 
 use super::super::job::Job;
-use crate::crd::{conditions::reasons, TemplateFile};
+use super::super::resolve;
+use crate::crd::conditions::reasons;
 use crate::error::Error;
 use crate::layout::{self, LayoutInput};
-use crate::{k8s, proxmox};
+use crate::proxmox;
 
 pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
     let ip = find_address(job).await?;
@@ -40,12 +39,15 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
         session.upload(file.path, file.content.as_bytes(), file.mode).await?;
     }
     run_checked(&session, plan.activate_command, "enable config-manager.service").await?;
+    let keys = job.authorized_keys().join("\n") + "\n";
+    let output = session.exec_capture_with_stdin(SYNC_AUTHORIZED_KEYS, Some(keys.as_bytes()), COMMAND_TIMEOUT).await?;
+    checked(output, "update root's authorized_keys")?;
 
     if !files.is_empty() {
         job.progress(75, format!("Writing {} template files", files.len())).await?;
     }
     for file in &files {
-        let content = file_content(job, file).await?;
+        let content = resolve::file_content(&job.ctx.client, &job.namespace, file).await?;
         let mode = layout::parse_file_mode(file.mode.as_deref().unwrap_or("0644"))?;
         session.upload(&file.path, &content, mode).await?;
     }
@@ -54,8 +56,36 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
     Ok(())
 }
 
+/// How long one command of the layout may take.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Makes root's `authorized_keys` hold the keys on stdin (the operator's and
+/// `spec.sshPublicKeys`): Proxmox injects keys only at create, so a key
+/// added to the spec later is appended here, and a key the operator put
+/// there before (recorded in `authorized_keys.infrahaus`) and no longer in
+/// the spec is removed. Keys added in the guest by hand stay.
+const SYNC_AUTHORIZED_KEYS: &str = r#"set -eu
+umask 077
+mkdir -p /root/.ssh
+keys=/root/.ssh/authorized_keys managed=/root/.ssh/authorized_keys.infrahaus
+wanted=$(mktemp) dropped=$(mktemp) kept=$(mktemp)
+trap 'rm -f "$wanted" "$dropped" "$kept"' EXIT
+cat > "$wanted"
+touch "$keys" "$managed"
+grep -vxF -f "$wanted" "$managed" > "$dropped" || true
+if [ -s "$dropped" ]; then grep -vxF -f "$dropped" "$keys" > "$kept" || true; cat "$kept" > "$keys"; fi
+while IFS= read -r key; do
+  grep -qxF -- "$key" "$keys" || printf '%s
+' "$key" >> "$keys"
+done < "$wanted"
+cat "$wanted" > "$managed"
+"#;
+
 async fn run_checked(session: &crate::ssh::SshSession, command: &str, what: &str) -> Result<(), Error> {
-    let output = session.exec_capture(command, std::time::Duration::from_secs(120)).await?;
+    checked(session.exec_capture(command, COMMAND_TIMEOUT).await?, what)
+}
+
+fn checked(output: crate::ssh::Output, what: &str) -> Result<(), Error> {
     if output.status.success() {
         Ok(())
     } else {
@@ -88,27 +118,4 @@ async fn find_address(job: &mut Job<'_>) -> Result<IpAddr, Error> {
         }
         tokio::time::sleep(timings.task_poll).await;
     }
-}
-
-pub(super) async fn file_content(job: &Job<'_>, file: &TemplateFile) -> Result<Vec<u8>, Error> {
-    if let Some(content) = &file.content {
-        return Ok(content.clone().into_bytes());
-    }
-    let missing = |what: String| Error::transient(format!("file {}: waiting for {what}", file.path));
-    let source = file.content_from.as_ref().ok_or_else(|| {
-        Error::permanent(reasons::INVALID_PARAMETERS, format!("file {} has neither content nor contentFrom", file.path))
-    })?;
-    if let Some(r) = &source.config_map_key_ref {
-        let api: Api<ConfigMap> = Api::namespaced(job.ctx.client.clone(), &job.namespace);
-        let cm = api.get_opt(&r.name).await?.ok_or_else(|| missing(format!("ConfigMap {}", r.name)))?;
-        let data = cm.data.and_then(|mut d| d.remove(&r.key)).map(String::into_bytes);
-        let binary = || cm.binary_data.as_ref().and_then(|d| d.get(&r.key)).map(|b| b.0.clone());
-        return data.or_else(binary).ok_or_else(|| missing(format!("key {} in ConfigMap {}", r.key, r.name)));
-    }
-    if let Some(r) = &source.secret_key_ref {
-        let api: Api<Secret> = Api::namespaced(job.ctx.client.clone(), &job.namespace);
-        let secret = api.get_opt(&r.name).await?.ok_or_else(|| missing(format!("Secret {}", r.name)))?;
-        return k8s::secret_key(&secret, &r.key).ok_or_else(|| missing(format!("key {} in Secret {}", r.key, r.name)));
-    }
-    Err(Error::permanent(reasons::INVALID_PARAMETERS, format!("file {}: contentFrom names no source", file.path)))
 }

@@ -149,7 +149,7 @@ async fn known_secrets(job: &Job<'_>) -> Result<Vec<String>, Error> {
     }
     let files: Vec<_> = job.template.as_ref().map(|(_, t)| t.files.clone()).unwrap_or_default();
     for file in files.iter().filter(|f| f.content_from.as_ref().is_some_and(|c| c.secret_key_ref.is_some())) {
-        let content = super::deploy::file_content(job, file).await?;
+        let content = super::super::resolve::file_content(&job.ctx.client, &job.namespace, file).await?;
         values.push(String::from_utf8_lossy(&content).into_owned());
     }
     Ok(values)
