@@ -264,7 +264,11 @@ pub(crate) async fn handle(
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let dropped = path.strip_prefix(API_PREFIX).is_some_and(|rel| sim.faults().take_drop(method.as_str(), rel));
+    let api_path = path.strip_prefix(API_PREFIX);
+    if let Some(rel) = api_path {
+        sim.requests.record(method.as_str(), is_login(&method, rel));
+    }
+    let dropped = api_path.is_some_and(|rel| sim.faults().take_drop(method.as_str(), rel));
     let response = match dispatch(&sim, &auth, req).await {
         Ok(response) => response,
         Err(error) => error_response(error),
@@ -274,6 +278,11 @@ pub(crate) async fn handle(
         return Err(std::io::Error::other(format!("answer to {method} {path} dropped by fault")));
     }
     Ok(response)
+}
+
+/// The ticket login, which `writes` of `GET /sim/state` leaves out.
+fn is_login(method: &Method, rel: &str) -> bool {
+    *method == Method::POST && route(rel).is_some_and(|r| r.template == "/access/ticket")
 }
 
 /// The parameters of a request, as pve-http-server's `extract_params` takes

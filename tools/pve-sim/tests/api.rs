@@ -309,6 +309,37 @@ async fn repeated_keys_are_lists_for_list_formats_and_type_errors_elsewhere() ->
 }
 
 #[tokio::test]
+async fn sim_state_counts_proxmox_api_requests() -> Result<()> {
+    let sim = Sim::start(&["--user", "root@pam:hunter22"]).await?;
+    let requests = || async { Ok::<_, anyhow::Error>(sim.admin_state().await?["requests"].clone()) };
+    let zero = json!({"total": 0, "reads": 0, "writes": 0, "logins": 0,
+        "by_method": {"GET": 0, "POST": 0, "PUT": 0, "DELETE": 0}});
+    assert_eq!(requests().await?, zero);
+    Sim::ok(sim.admin("reset", json!({})).await?)?;
+    assert_eq!(requests().await?, zero, "neither /sim/state nor other /sim/* calls count");
+
+    Sim::ok(sim.get("/version").await?)?;
+    let login = sim.client.post(sim.url("/access/ticket")).form(&[("username", "root@pam"), ("password", "hunter22")]);
+    Sim::ok(sim.send(login).await?)?;
+    let counts = requests().await?;
+    assert_eq!((counts["total"].clone(), counts["reads"].clone()), (json!(2), json!(1)));
+    assert_eq!((counts["writes"].clone(), counts["logins"].clone()), (json!(0), json!(1)), "a login writes nothing");
+    assert_eq!(counts["by_method"]["POST"], 1);
+
+    let missing = sim.put(&sim.node_path("/lxc/100/config"), &[("description", "x")]).await?;
+    assert_eq!(missing.status, 500);
+    assert_eq!(sim.get("/nodes/pve1/qemu").await?.status, 501);
+    let counts = requests().await?;
+    assert_eq!(
+        counts,
+        json!({"total": 4, "reads": 2, "writes": 1, "logins": 1,
+            "by_method": {"GET": 2, "POST": 1, "PUT": 1, "DELETE": 0}}),
+        "every request counts, whatever its answer"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_running_container_takes_hotpluggable_changes_and_keeps_the_rest_pending() -> Result<()> {
     let sim = Sim::start(&[]).await?;
     sim.create(150, &[("rootfs", "local:4"), ("nameserver", "127.0.0.53"), ("tags", "Web;infrahaus")]).await?;
