@@ -12,7 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::faults;
-use crate::schema::{parse_boolean, validate_params, Params};
+use crate::schema::{parse_boolean, verify_params, Params, RawParams, RawValue};
 use crate::sim::{ApiError, ApiResult, Caller, Sim, TaskFilter};
 
 const API_PREFIX: &str = "/api2/json";
@@ -153,10 +153,11 @@ fn route(path: &str) -> Option<Route> {
     }
 }
 
-/// Form or JSON body values as the strings PVE verifies.
-fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Params, String> {
+/// Form or JSON body values as the strings PVE verifies; a JSON array stays an
+/// array, as `decode_json` leaves it.
+fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<RawParams, String> {
     if body.is_empty() {
-        return Ok(Params::new());
+        return Ok(RawParams::new());
     }
     if content_type.is_some_and(|ct| ct.starts_with("application/json")) {
         let value: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
@@ -165,16 +166,57 @@ fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Params, String>
             .into_iter()
             .filter(|(_, v)| !v.is_null())
             .map(|(k, v)| {
-                let text = match v {
-                    Value::String(s) => s,
-                    Value::Bool(b) => if b { "1" } else { "0" }.to_string(),
-                    other => other.to_string(),
+                let value = match v {
+                    Value::Array(items) => RawValue::Many(items.into_iter().map(json_text).collect()),
+                    other => RawValue::One(json_text(other)),
                 };
-                (k, text)
+                (k, value)
             })
             .collect());
     }
-    Ok(form_urlencoded::parse(body).into_owned().collect())
+    Ok(decode_urlencoded(body))
+}
+
+fn json_text(value: Value) -> String {
+    match value {
+        Value::String(s) => s,
+        Value::Bool(b) => if b { "1" } else { "0" }.to_string(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// A form body or query string as pve-http-server's `decode_urlencoded` reads
+/// it: pairs split at `&` and `;`, the value ending at the pair's second `=`
+/// (Perl's `split(/=/, $kv)` into key and value), and the values of a
+/// repeated key collected into an array in their order. A key without `=`
+/// reads as empty (Perl leaves it undefined) and an empty pair is skipped.
+fn decode_urlencoded(data: &[u8]) -> RawParams {
+    let text = String::from_utf8_lossy(data);
+    let mut params = RawParams::new();
+    for pair in text.split(['&', ';']).filter(|pair| !pair.is_empty()) {
+        let mut fields = pair.split('=');
+        let key = form_decode(fields.next().unwrap_or_default());
+        let value = form_decode(fields.next().unwrap_or_default());
+        add_value(&mut params, key, value);
+    }
+    params
+}
+
+fn form_decode(text: &str) -> String {
+    percent_decode(&text.replace('+', " "))
+}
+
+fn add_value(params: &mut RawParams, key: String, value: String) {
+    let merged = match params.remove(&key) {
+        None => RawValue::One(value),
+        Some(RawValue::One(first)) => RawValue::Many(vec![first, value]),
+        Some(RawValue::Many(mut values)) => {
+            values.push(value);
+            RawValue::Many(values)
+        }
+    };
+    params.insert(key, merged);
 }
 
 fn reason_phrase(message: &str) -> Option<hyper::ext::ReasonPhrase> {
@@ -222,7 +264,11 @@ pub(crate) async fn handle(
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let dropped = path.strip_prefix(API_PREFIX).is_some_and(|rel| sim.faults().take_drop(method.as_str(), rel));
+    let api_path = path.strip_prefix(API_PREFIX);
+    if let Some(rel) = api_path {
+        sim.requests.record(method.as_str(), is_login(&method, rel));
+    }
+    let dropped = api_path.is_some_and(|rel| sim.faults().take_drop(method.as_str(), rel));
     let response = match dispatch(&sim, &auth, req).await {
         Ok(response) => response,
         Err(error) => error_response(error),
@@ -234,16 +280,27 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
-async fn read_params(req: Request<Incoming>) -> ApiResult<Params> {
-    let mut params: Params =
-        req.uri().query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
-    let content_type = req.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from);
-    let body = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| ApiError::new(400, format!("unable to read request body: {e}")))?
-        .to_bytes();
-    params.extend(parse_body(content_type.as_deref(), &body).map_err(|e| ApiError::new(400, e))?);
+/// The ticket login, which `writes` of `GET /sim/state` leaves out.
+fn is_login(method: &Method, rel: &str) -> bool {
+    *method == Method::POST && route(rel).is_some_and(|r| r.template == "/access/ticket")
+}
+
+/// The parameters of a request, as pve-http-server's `extract_params` takes
+/// them: the body only of a POST or PUT, and a query key replacing the body's.
+async fn read_params(req: Request<Incoming>) -> ApiResult<RawParams> {
+    let query = req.uri().query().map(|q| decode_urlencoded(q.as_bytes())).unwrap_or_default();
+    let mut params = RawParams::new();
+    if matches!(*req.method(), Method::POST | Method::PUT) {
+        let content_type =
+            req.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from);
+        let body = Limited::new(req.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| ApiError::new(400, format!("unable to read request body: {e}")))?
+            .to_bytes();
+        params = parse_body(content_type.as_deref(), &body).map_err(|e| ApiError::new(400, e))?;
+    }
+    params.extend(query);
     Ok(params)
 }
 
@@ -280,11 +337,11 @@ async fn dispatch(sim: &Arc<Sim>, auth: &Auth, req: Request<Incoming>) -> ApiRes
         return Err(ApiError::new(status, message));
     }
 
-    let mut params = read_params(req).await?;
+    let mut raw = read_params(req).await?;
     for (name, value) in &route.path_params {
-        params.insert(name.to_string(), value.clone());
+        raw.insert(name.to_string(), RawValue::One(value.clone()));
     }
-    validate_params(&schema, &params).map_err(ApiError::params)?;
+    let params = verify_params(&schema, raw).map_err(ApiError::params)?;
     if let Some(node) = params.get("node") {
         if *node != sim.cfg.node {
             return Err(ApiError::new(
@@ -478,6 +535,14 @@ mod tests {
         assert_eq!(encoded.path_params[1], ("upid", "UPID:pve1:root@pam!ci:".to_string()));
     }
 
+    fn one(value: &str) -> Option<RawValue> {
+        Some(RawValue::One(value.into()))
+    }
+
+    fn many(values: &[&str]) -> Option<RawValue> {
+        Some(RawValue::Many(values.iter().map(|v| v.to_string()).collect()))
+    }
+
     #[test]
     fn bodies() {
         let form = parse_body(
@@ -485,14 +550,40 @@ mod tests {
             b"vmid=100&hostname=web-1&net0=name%3Deth0%2Cip%3Ddhcp",
         )
         .expect("form");
-        assert_eq!(form.get("net0").map(String::as_str), Some("name=eth0,ip=dhcp"));
-        let json = parse_body(Some("application/json"), br#"{"vmid":100,"unprivileged":true,"hostname":"a","x":null}"#)
-            .expect("json");
-        assert_eq!(json.get("vmid").map(String::as_str), Some("100"));
-        assert_eq!(json.get("unprivileged").map(String::as_str), Some("1"));
+        assert_eq!(form.get("net0").cloned(), one("name=eth0,ip=dhcp"));
+        let json = parse_body(
+            Some("application/json"),
+            br#"{"vmid":100,"unprivileged":true,"hostname":"a","x":null,"tags":["a",1]}"#,
+        )
+        .expect("json");
+        assert_eq!(json.get("vmid").cloned(), one("100"));
+        assert_eq!(json.get("unprivileged").cloned(), one("1"));
+        assert_eq!(json.get("tags").cloned(), many(&["a", "1"]));
         assert!(!json.contains_key("x"));
         assert!(parse_body(Some("application/json"), b"[1]").is_err());
         assert!(parse_body(None, b"").expect("empty").is_empty());
+    }
+
+    #[test]
+    fn repeated_form_keys_become_arrays() {
+        let form = decode_urlencoded(b"tags=a&vmid=100&tags=B&tags=a");
+        assert_eq!(form.get("tags").cloned(), many(&["a", "B", "a"]));
+        assert_eq!(form.get("vmid").cloned(), one("100"));
+        let two = decode_urlencoded(b"hostname=a&hostname=b");
+        assert_eq!(two.get("hostname").cloned(), many(&["a", "b"]));
+    }
+
+    #[test]
+    fn urlencoded_data_is_split_like_decode_urlencoded() {
+        let form = decode_urlencoded(b"a=1;b=x+y%21&&c=&d&e=f=g&h=%3D%3B%26");
+        assert_eq!(form.get("a").cloned(), one("1"));
+        assert_eq!(form.get("b").cloned(), one("x y!"));
+        assert_eq!(form.get("c").cloned(), one(""));
+        assert_eq!(form.get("d").cloned(), one(""));
+        assert_eq!(form.get("e").cloned(), one("f"), "the value ends at a second '='");
+        assert_eq!(form.get("h").cloned(), one("=;&"));
+        assert_eq!(form.len(), 6);
+        assert_eq!(decode_urlencoded("name=caf%C3%A9".as_bytes()).get("name").cloned(), one("café"));
     }
 
     #[test]

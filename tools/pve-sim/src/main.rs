@@ -5,6 +5,7 @@ mod api;
 mod ctconfig;
 mod ctinit;
 mod faults;
+mod requests;
 mod runtime;
 mod schema;
 mod sim;

@@ -1,8 +1,9 @@
 //! Parameter verification driven by the official API schema, with the
 //! messages of pve-common's `PVE::JSONSchema`.
 //!
-//! Every parameter arrives as a string (query, form or JSON body alike), as it
-//! does in pve-http-server, and is checked against the schema of its endpoint.
+//! Every parameter arrives as a string (query, form or JSON body alike), or as
+//! an array of strings for a key given more than once, as it does in
+//! pve-http-server, and is checked against the schema of its endpoint.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -17,6 +18,18 @@ const EMBEDDED_SCHEMA: &str = include_str!("../schema/pve-api.json");
 
 pub(crate) type ParamErrors = BTreeMap<String, String>;
 pub(crate) type Params = BTreeMap<String, String>;
+
+/// A parameter as the request carried it. A key repeated in a form or query
+/// (`tags=a&tags=b`, how Python clients send a list) or a JSON array is
+/// `Many`: the array pve-http-server's `decode_urlencoded` builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RawValue {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Request parameters before verification.
+pub(crate) type RawParams = BTreeMap<String, RawValue>;
 
 pub(crate) struct ApiSchema {
     endpoints: Map<String, Value>,
@@ -67,10 +80,44 @@ fn array_limit(base: &str) -> Option<u32> {
     }
 }
 
-/// Checks the request parameters against an endpoint's `parameters` schema.
-pub(crate) fn validate_params(parameters: &Value, params: &Params) -> Result<(), ParamErrors> {
+/// Verifies request parameters against an endpoint's `parameters` schema and
+/// hands them on as single strings, as `PVE::RESTHandler::handle` does: an
+/// array for a string property of a `-list` format is joined by `,` first
+/// (`normalize_legacy_param_formats`), and any other array fails the type check.
+pub(crate) fn verify_params(parameters: &Value, params: RawParams) -> Result<Params, ParamErrors> {
     let empty = Map::new();
     let properties = parameters.get("properties").and_then(Value::as_object).unwrap_or(&empty);
+    let params = join_lists(properties, params);
+    validate_params(properties, &params)?;
+    Ok(params
+        .into_iter()
+        .filter_map(|(name, value)| match value {
+            RawValue::One(text) => Some((name, text)),
+            RawValue::Many(_) => None,
+        })
+        .collect())
+}
+
+/// Joins an array given for a string property whose format ends in `-list`
+/// into the comma-separated list that format parses.
+fn join_lists(properties: &Map<String, Value>, params: RawParams) -> RawParams {
+    params
+        .into_iter()
+        .map(|(name, value)| match value {
+            RawValue::Many(values) if lookup_property(properties, &name).is_some_and(is_string_list) => {
+                (name, RawValue::One(values.join(",")))
+            }
+            other => (name, other),
+        })
+        .collect()
+}
+
+fn is_string_list(schema: &Value) -> bool {
+    schema.get("type").and_then(Value::as_str) == Some("string")
+        && schema.get("format").and_then(Value::as_str).is_some_and(|f| f.ends_with("-list"))
+}
+
+fn validate_params(properties: &Map<String, Value>, params: &RawParams) -> Result<(), ParamErrors> {
     let mut errors = ParamErrors::new();
     for (name, value) in params {
         match lookup_property(properties, name) {
@@ -81,7 +128,11 @@ pub(crate) fn validate_params(parameters: &Value, params: &Params) -> Result<(),
                 );
             }
             Some(schema) => {
-                if let Err(message) = check_value(schema, value) {
+                let checked = match value {
+                    RawValue::One(text) => check_value(schema, text),
+                    RawValue::Many(_) => Err(format!("type check ('{}') failed - got ARRAY", schema_type(schema))),
+                };
+                if let Err(message) = checked {
                     errors.insert(name.clone(), message);
                 }
             }
@@ -107,6 +158,11 @@ pub(crate) fn validate_params(parameters: &Value, params: &Params) -> Result<(),
     }
 }
 
+/// The JSON type a property declares; one that declares none is checked as a string.
+fn schema_type(schema: &Value) -> &str {
+    schema.get("type").and_then(Value::as_str).unwrap_or("string")
+}
+
 fn is_optional(schema: &Value) -> bool {
     match schema.get("optional") {
         Some(Value::Bool(b)) => *b,
@@ -130,7 +186,7 @@ fn is_integer(value: &str) -> bool {
 
 /// Checks one value against a property schema: type, bounds, enum, pattern and format.
 fn check_value(schema: &Value, value: &str) -> Result<(), String> {
-    let kind = schema.get("type").and_then(Value::as_str).unwrap_or("string");
+    let kind = schema_type(schema);
     match kind {
         "integer" | "number" => {
             let number: f64 = if kind == "integer" {
@@ -375,8 +431,12 @@ mod tests {
             .clone()
     }
 
-    fn params(pairs: &[(&str, &str)]) -> Params {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    fn params(pairs: &[(&str, &str)]) -> RawParams {
+        pairs.iter().map(|(k, v)| (k.to_string(), RawValue::One(v.to_string()))).collect()
+    }
+
+    fn many(values: &[&str]) -> RawValue {
+        RawValue::Many(values.iter().map(|v| v.to_string()).collect())
     }
 
     #[test]
@@ -444,7 +504,7 @@ mod tests {
         for (extra, expected) in cases {
             let mut p = params(&base);
             p.extend(params(extra));
-            match (validate_params(&schema, &p), expected) {
+            match (verify_params(&schema, p).map(|_| ()), expected) {
                 (Ok(()), None) => {}
                 (Err(errors), Some((key, text))) => {
                     let message = errors.get(*key).unwrap_or_else(|| panic!("{extra:?}: {errors:?}"));
@@ -457,9 +517,37 @@ mod tests {
 
     #[test]
     fn missing_required_parameters_are_reported() {
-        let errors = validate_params(&create_schema(), &params(&[("node", "pve1")])).expect_err("fails");
+        let errors = verify_params(&create_schema(), params(&[("node", "pve1")])).expect_err("fails");
         assert_eq!(errors.get("vmid").map(String::as_str), Some("property is missing and it is not optional"));
         assert!(errors.contains_key("ostemplate"));
+    }
+
+    #[test]
+    fn arrays_are_joined_for_list_formats_and_fail_the_type_check_elsewhere() {
+        let schema = create_schema();
+        let base = [("node", "pve1"), ("vmid", "100"), ("ostemplate", "local:vztmpl/x.tar.zst")];
+        let with = |name: &str, value: RawValue| {
+            let mut p = params(&base);
+            p.insert(name.to_string(), value);
+            verify_params(&schema, p)
+        };
+        let verified = with("tags", many(&["a", "B", "a"])).expect("a tag list");
+        assert_eq!(verified.get("tags").map(String::as_str), Some("a,B,a"));
+        let verified = with("nameserver", many(&["127.0.0.53", "::1"])).expect("a nameserver list");
+        assert_eq!(verified.get("nameserver").map(String::as_str), Some("127.0.0.53,::1"));
+        let errors = with("tags", many(&["a", "we$b"])).expect_err("every tag is checked");
+        assert!(errors["tags"].contains("invalid characters in tag"), "{errors:?}");
+
+        let errors = with("hostname", many(&["a", "b"])).expect_err("hostname is one string");
+        assert_eq!(errors.get("hostname").map(String::as_str), Some("type check ('string') failed - got ARRAY"));
+        let errors = with("hostname", many(&["a"])).expect_err("a one-element array is an array too");
+        assert_eq!(errors.get("hostname").map(String::as_str), Some("type check ('string') failed - got ARRAY"));
+        let errors = with("memory", many(&["512", "1024"])).expect_err("memory is one integer");
+        assert_eq!(errors.get("memory").map(String::as_str), Some("type check ('integer') failed - got ARRAY"));
+        let errors = with("vmid", many(&["100", "101"])).expect_err("a required property given twice");
+        assert_eq!(errors.get("vmid").map(String::as_str), Some("type check ('integer') failed - got ARRAY"));
+        let errors = with("colour", many(&["red", "blue"])).expect_err("unknown");
+        assert!(errors["colour"].contains("not defined in schema"), "{errors:?}");
     }
 
     #[test]

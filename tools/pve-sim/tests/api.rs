@@ -271,6 +271,75 @@ async fn config_update_honours_digest_delete_and_locks() -> Result<()> {
 }
 
 #[tokio::test]
+async fn repeated_keys_are_lists_for_list_formats_and_type_errors_elsewhere() -> Result<()> {
+    let sim = Sim::start(&[]).await?;
+    sim.create(145, &[("tags", "a"), ("tags", "B"), ("tags", "a"), ("description", "first")]).await?;
+    let path = sim.node_path("/lxc/145/config");
+    let config = Sim::ok(sim.get(&path).await?)?;
+    assert_eq!(config["tags"], "a;b", "joined, then normalized like get_unique_tags: {config}");
+
+    Sim::ok(sim.put(&path, &[("tags", "web"), ("tags", "DB"), ("tags", "web")]).await?)?;
+    assert_eq!(Sim::ok(sim.get(&path).await?)?["tags"], "db;web");
+    let json_tags = json!({"tags": ["x", "Y", "x"]});
+    let reply = sim
+        .send(sim.client.put(sim.url(&path)).header("Authorization", sim.sim.auth_header()).json(&json_tags))
+        .await?;
+    Sim::ok(reply)?;
+    assert_eq!(Sim::ok(sim.get(&path).await?)?["tags"], "x;y", "a JSON array is joined the same way");
+    Sim::ok(sim.put(&path, &[("delete", "tags"), ("delete", "description")]).await?)?;
+    let config = Sim::ok(sim.get(&path).await?)?;
+    assert!(config.get("tags").is_none() && config.get("description").is_none(), "{config}");
+
+    let twice = sim.put(&path, &[("hostname", "a"), ("hostname", "b")]).await?;
+    assert_eq!((twice.status, twice.reason.as_str()), (400, "Parameter verification failed."));
+    assert_eq!(twice.error("hostname"), "type check ('string') failed - got ARRAY", "{}", twice.body);
+    let create = [("vmid", "146"), ("ostemplate", DEBIAN), ("hostname", "a"), ("hostname", "b")];
+    let twice = sim.post(&sim.node_path("/lxc"), &create).await?;
+    assert_eq!((twice.status, twice.error("hostname")), (400, "type check ('string') failed - got ARRAY"));
+
+    let query = sim.get("/cluster/resources?type=vm&type=node").await?;
+    assert_eq!((query.status, query.error("type")), (400, "type check ('string') failed - got ARRAY"));
+    let tasks = Sim::ok(sim.get(&sim.node_path("/tasks?statusfilter=ok&statusfilter=error")).await?)?;
+    assert_eq!(tasks[0]["type"], "vzcreate", "a repeated list key in a query is joined too: {tasks}");
+    let url = sim.url(&format!("{path}?description=query"));
+    let both = sim.client.put(url).header("Authorization", sim.sim.auth_header()).form(&[("description", "body")]);
+    Sim::ok(sim.send(both).await?)?;
+    assert_eq!(Sim::ok(sim.get(&path).await?)?["description"], "query", "a query key replaces the body's");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sim_state_counts_proxmox_api_requests() -> Result<()> {
+    let sim = Sim::start(&["--user", "root@pam:hunter22"]).await?;
+    let requests = || async { Ok::<_, anyhow::Error>(sim.admin_state().await?["requests"].clone()) };
+    let zero = json!({"total": 0, "reads": 0, "writes": 0, "logins": 0,
+        "by_method": {"GET": 0, "POST": 0, "PUT": 0, "DELETE": 0}});
+    assert_eq!(requests().await?, zero);
+    Sim::ok(sim.admin("reset", json!({})).await?)?;
+    assert_eq!(requests().await?, zero, "neither /sim/state nor other /sim/* calls count");
+
+    Sim::ok(sim.get("/version").await?)?;
+    let login = sim.client.post(sim.url("/access/ticket")).form(&[("username", "root@pam"), ("password", "hunter22")]);
+    Sim::ok(sim.send(login).await?)?;
+    let counts = requests().await?;
+    assert_eq!((counts["total"].clone(), counts["reads"].clone()), (json!(2), json!(1)));
+    assert_eq!((counts["writes"].clone(), counts["logins"].clone()), (json!(0), json!(1)), "a login writes nothing");
+    assert_eq!(counts["by_method"]["POST"], 1);
+
+    let missing = sim.put(&sim.node_path("/lxc/100/config"), &[("description", "x")]).await?;
+    assert_eq!(missing.status, 500);
+    assert_eq!(sim.get("/nodes/pve1/qemu").await?.status, 501);
+    let counts = requests().await?;
+    assert_eq!(
+        counts,
+        json!({"total": 4, "reads": 2, "writes": 1, "logins": 1,
+            "by_method": {"GET": 2, "POST": 1, "PUT": 1, "DELETE": 0}}),
+        "every request counts, whatever its answer"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_running_container_takes_hotpluggable_changes_and_keeps_the_rest_pending() -> Result<()> {
     let sim = Sim::start(&[]).await?;
     sim.create(150, &[("rootfs", "local:4"), ("nameserver", "127.0.0.53"), ("tags", "Web;infrahaus")]).await?;

@@ -27,6 +27,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::ctconfig::Ipv4Pool;
 use crate::faults::Faults;
+use crate::requests::RequestCounts;
 use crate::runtime::{self, CtDir, RunningCt, Spawner};
 use crate::schema::{ApiSchema, ParamErrors, Params};
 use storage::STORAGES;
@@ -100,6 +101,7 @@ pub(crate) struct Sim {
     spawner: Spawner,
     state: Mutex<State>,
     seq: AtomicU32,
+    pub(crate) requests: RequestCounts,
 }
 
 fn now() -> i64 {
@@ -131,6 +133,7 @@ impl Sim {
             spawner: Spawner::new()?,
             state: Mutex::new(State::default()),
             seq: AtomicU32::new(0),
+            requests: RequestCounts::default(),
         }))
     }
 
@@ -268,7 +271,7 @@ impl Sim {
             })
             .collect();
         let running_tasks = state.tasks.iter().filter(|t| t.end.is_none()).count();
-        json!({"containers": cts, "running_tasks": running_tasks})
+        json!({"containers": cts, "running_tasks": running_tasks, "requests": self.requests.to_json()})
     }
 
     /// Stops every running container (SIGTERM to pve-sim).
