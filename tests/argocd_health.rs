@@ -114,6 +114,33 @@ fn a_change_waiting_for_a_restart_is_healthy_and_says_so() {
 }
 
 #[test]
+fn a_template_change_waiting_for_the_retry_is_healthy_and_says_so() {
+    let mut status = ready_status();
+    status["conditions"].as_array_mut().expect("conditions").push(condition(
+        "TemplateOutOfSync",
+        "True",
+        2,
+        "ContainerTemplate web changed",
+    ));
+    assert_eq!(
+        health(&container(Some(status))),
+        ("Healthy".into(), "Container ready; template out of sync: ContainerTemplate web changed".into())
+    );
+}
+
+#[test]
+fn a_destroyed_guest_is_degraded() {
+    let status = json!({
+        "phase": "Error",
+        "message": "reconfiguring failed: guest 120 on node pve1 no longer exists: it was destroyed outside the operator",
+        "observedGeneration": 2, "conditions": [condition("Ready", "False", 2, "GuestMissing")]
+    });
+    let (health, message) = health(&container(Some(status)));
+    assert_eq!(health, "Degraded");
+    assert!(message.contains("destroyed outside the operator"), "{message}");
+}
+
+#[test]
 fn ownership_lost_is_degraded() {
     let status = json!({
         "phase": "Error", "message": "reconfiguring failed: guest 120 on node pve1 no longer carries the marker",

@@ -537,3 +537,49 @@ impl Container {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::conditions::{reasons, set_condition, types, DesiredCondition};
+
+    const NEW: &str = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+    const OLD: &str = "SHA256:1q5RZRl7XCOgQgfKKRB7j05grjHF/4zxMfflqk8sLng";
+
+    fn container(phase: Phase, ready_reason: &'static str, annotation: Option<&str>) -> Container {
+        let spec = serde_json::from_value::<ContainerSpec>(serde_json::json!({"nodeRef": {"name": "pve1"}}));
+        let mut ct = Container::new("web", spec.expect("spec"));
+        ct.metadata.generation = Some(1);
+        if let Some(value) = annotation {
+            ct.metadata.annotations = Some([(ACCEPT_HOST_KEY_ANNOTATION.to_string(), value.to_string())].into());
+        }
+        let mut status = ContainerStatus {
+            phase: Some(phase),
+            observed_generation: Some(1),
+            ssh_host_key_fingerprints: vec![OLD.into()],
+            ..Default::default()
+        };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        set_condition(&mut status.conditions, DesiredCondition::falsy(types::READY, ready_reason, "m", Some(1)), &now);
+        ct.status = Some(status);
+        ct
+    }
+
+    #[test]
+    fn an_accepted_host_key_unsettles_only_a_host_key_mismatch() {
+        let mismatch = container(Phase::Error, reasons::HOST_KEY_MISMATCH, Some(NEW));
+        assert_eq!(mismatch.host_key_to_accept(), Some(NEW));
+        assert_eq!(mismatch.settled_phase(), None, "the accepted key runs the failed stages again");
+
+        let cases = [
+            ("no annotation", container(Phase::Error, reasons::HOST_KEY_MISMATCH, None)),
+            ("an empty annotation", container(Phase::Error, reasons::HOST_KEY_MISMATCH, Some(" "))),
+            ("the pinned key", container(Phase::Error, reasons::HOST_KEY_MISMATCH, Some(OLD))),
+            ("another failure", container(Phase::Error, reasons::SCRIPT_FAILED, Some(NEW))),
+        ];
+        for (name, ct) in cases {
+            assert_eq!(ct.host_key_to_accept(), None, "{name}");
+            assert_eq!(ct.settled_phase(), Some(Phase::Error), "{name}");
+        }
+    }
+}

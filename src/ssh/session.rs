@@ -558,7 +558,15 @@ mod tests {
         // A script that leaves a server behind has ended: the server is not waited for.
         let mut launcher = spawn("setsid sleep 44 >/dev/null 2>&1 </dev/null & exit 0", "abcd04");
         let _ = launcher.wait();
-        let server = marked_pids("abcd04");
+        // The server may still be between fork and exec (setsid forks again).
+        let mut server = marked_pids("abcd04");
+        for _ in 0..50 {
+            if server.len() == 1 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            server = marked_pids("abcd04");
+        }
         assert_eq!(server.len(), 1, "the server runs with the marker");
         let done = run("abcd04", 20);
         assert_eq!((done.status.code(), done.stdout.as_slice()), (Some(0), &b""[..]), "{done:?}");

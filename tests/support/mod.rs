@@ -368,10 +368,13 @@ impl World {
             .collect())
     }
 
-    /// pve-sim's count of API requests handled (`reads`, `writes`, `total`).
-    pub async fn sim_requests(&self) -> Result<Value> {
+    /// pve-sim's counts of the Proxmox API requests it handled: `(reads,
+    /// writes)`, writes without ticket logins.
+    pub async fn sim_requests(&self) -> Result<(u64, u64)> {
         let state = self.sim_admin(reqwest::Method::GET, "/sim/state", Value::Null).await?;
-        Ok(state["data"]["requests"].clone())
+        let requests = &state["data"]["requests"];
+        let count = |key: &str| requests[key].as_u64().with_context(|| format!("no requests.{key} in {state}"));
+        Ok((count("reads")?, count("writes")?))
     }
 
     /// Applies a changed `manifest` of Container `name` and waits until it is

@@ -1,9 +1,11 @@
 -- Argo CD health check for infrahaus.io/Container.
 --   Healthy:     the Ready condition is True for the current generation; a
---                change waiting for a restart (RestartRequired True) is named
---                in the message.
+--                change waiting for a restart (RestartRequired True) and a
+--                template change waiting for the retry annotation
+--                (TemplateOutOfSync True) are named in the message.
 --   Degraded:    phase Error (final for this generation and retry value; see
---                status.message).
+--                status.message), also a guest destroyed (GuestMissing) or
+--                taken over (OwnershipLost) outside the operator.
 --   Progressing: everything else: a Container being deleted, a spec change or a
 --                retry annotation the controller has not acted on yet.
 local health = {}
@@ -53,18 +55,21 @@ if status.phase == "Error" then
 end
 
 if status.conditions ~= nil then
-  local waiting = nil
+  local waiting = {}
   for _, condition in ipairs(status.conditions) do
     if condition.type == "RestartRequired" and condition.status == "True" then
-      waiting = condition.message
+      table.insert(waiting, "restart required: " .. (condition.message or ""))
+    end
+    if condition.type == "TemplateOutOfSync" and condition.status == "True" then
+      table.insert(waiting, "template out of sync: " .. (condition.message or ""))
     end
   end
   for _, condition in ipairs(status.conditions) do
     if condition.type == "Ready" and condition.status == "True" and current(generation, condition.observedGeneration) then
       health.status = "Healthy"
       health.message = status.message or condition.message or "Container ready"
-      if waiting ~= nil then
-        health.message = health.message .. "; restart required: " .. waiting
+      for _, note in ipairs(waiting) do
+        health.message = health.message .. "; " .. note
       end
       return health
     end

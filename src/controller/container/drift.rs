@@ -104,3 +104,47 @@ pub(super) fn forget(ct: &Container, ctx: &Context) {
     let mut checks = ctx.drift_checks.lock().unwrap_or_else(|e| e.into_inner());
     checks.remove(&ct.uid().unwrap_or_default());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ContainerSpec;
+
+    fn container(power: &str) -> Container {
+        let spec = serde_json::json!({
+            "nodeRef": {"name": "pve1"}, "powerState": power,
+            "resources": {"cores": 1, "memoryMiB": 512, "diskGiB": 8}
+        });
+        let mut ct = Container::new("web", serde_json::from_value::<ContainerSpec>(spec).expect("spec"));
+        ct.metadata.uid = Some("u-1".into());
+        ct
+    }
+
+    fn config(memory: u64, description: &str) -> proxmox::LxcConfig {
+        serde_json::from_value(serde_json::json!({
+            "hostname": "web", "cores": 1, "memory": memory, "tags": "infrahaus",
+            "description": description, "rootfs": "local-lvm:vm-100-disk-0,size=8G"
+        }))
+        .expect("config")
+    }
+
+    #[test]
+    fn findings_name_what_drifted() {
+        let owned = proxmox::description_with_marker("u-1", None);
+        let running = container("Running");
+        let settings = Settings::resolve(&running, "web".into(), None);
+        assert_eq!(findings(&running, &settings, &config(512, &owned), true, 100), Vec::<String>::new());
+        assert_eq!(
+            findings(&running, &settings, &config(2048, &owned), false, 100),
+            ["changed outside the operator: memory", "CT 100 is stopped"]
+        );
+        let stopped = container("Stopped");
+        assert_eq!(findings(&stopped, &settings, &config(512, &owned), true, 100), ["CT 100 is running"]);
+        assert_eq!(findings(&stopped, &settings, &config(512, &owned), false, 100), Vec::<String>::new());
+        assert_eq!(
+            findings(&running, &settings, &config(2048, "taken over"), true, 100),
+            ["CT 100 lost the ownership marker of this Container"],
+            "nothing else is compared on a guest that is not ours"
+        );
+    }
+}
