@@ -24,6 +24,13 @@ pub const PREPARE_COMMAND: &str = include_str!("layout/prepare.sh").trim_ascii_e
 /// when the controller invokes it.
 pub const ACTIVATE_COMMAND: &str = include_str!("layout/activate.sh").trim_ascii_end();
 
+/// Makes root's `authorized_keys` hold the keys on stdin (the operator's and
+/// `spec.sshPublicKeys`): Proxmox injects keys only at create, so a key
+/// added to the spec later is appended, and a key the operator put there
+/// before (recorded in `authorized_keys.infrahaus`) and no longer in the spec
+/// is removed. Keys added in the guest by hand stay.
+pub const AUTHORIZED_KEYS_COMMAND: &str = include_str!("layout/authorized-keys.sh").trim_ascii_end();
+
 /// Installs the declared packages that are missing. It reads everything it needs
 /// from config.env, so the script itself never changes between containers.
 pub const CONFIG_SYNC_SCRIPT: &str = include_str!("layout/config-sync.sh");
@@ -352,7 +359,7 @@ mod tests {
             .map(|entry| entry.expect("directory entry").path())
             .filter(|path| path.extension().is_some_and(|ext| ext == "sh"))
             .collect();
-        assert_eq!(files.len(), 3, "{files:?}");
+        assert_eq!(files.len(), 4, "{files:?}");
         let output = Command::new("shellcheck")
             .args(["--shell=sh", "--severity=style"])
             .args(&files)

@@ -113,3 +113,127 @@ async fn many_containers_to_ready() {
         rss_kib(pid) as f64 / 1024.0
     );
 }
+
+/// Applies `count` Containers of the template `bench` and waits until all
+/// are Ready.
+async fn all_ready(world: &World, prefix: &str, count: usize) -> Vec<String> {
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+    for name in &names {
+        world
+            .apply(json!({
+                "apiVersion": "infrahaus.io/v1alpha1", "kind": "Container",
+                "metadata": {"name": name},
+                "spec": {"nodeRef": {"name": "pve1"}, "templateRef": {"name": "bench"}, "network": {"ipv4": "dhcp"}}
+            }))
+            .await
+            .expect("container");
+    }
+    for name in &names {
+        world.wait_phase(name, Phase::Ready, Duration::from_secs(900)).await.expect("Ready");
+    }
+    names
+}
+
+async fn bench_template(world: &World) {
+    world
+        .apply(json!({
+            "apiVersion": "infrahaus.io/v1alpha1", "kind": "ContainerTemplate",
+            "metadata": {"name": "bench"},
+            "spec": {
+                "osTemplate": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+                "defaults": {"memoryMiB": 512},
+                "files": [{"path": "/etc/bench.conf", "content": "x=1\n"}]
+            }
+        }))
+        .await
+        .expect("template");
+}
+
+/// A day-2 change: how long a memory change takes from the apply to the
+/// guest's config in effect, one Container after the other (p50 over 20).
+#[tokio::test]
+#[ignore = "benchmark; run with hack/bench"]
+async fn day_two_memory_change() {
+    let mut world = World::new("bench-day2").await.expect("world");
+    world.start_controller(&["--concurrency", "10"]).expect("controller");
+    bench_template(&world).await;
+    let names = all_ready(&world, "day2", 20).await;
+    let mut secs = Vec::new();
+    for name in &names {
+        let vmid = world.container(name).await.expect("ct").status.and_then(|s| s.vmid).expect("vmid");
+        let started = Instant::now();
+        world
+            .apply(json!({
+                "apiVersion": "infrahaus.io/v1alpha1", "kind": "Container",
+                "metadata": {"name": name},
+                "spec": {"nodeRef": {"name": "pve1"}, "templateRef": {"name": "bench"}, "network": {"ipv4": "dhcp"},
+                         "resources": {"memoryMiB": 1024}}
+            }))
+            .await
+            .expect("change");
+        loop {
+            let guest = world.sim_guest(vmid).await.expect("state").expect("guest");
+            if guest["limits"]["memory"] == "1024" {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "memory never changed: {guest}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        secs.push(started.elapsed().as_secs_f64());
+    }
+    secs.sort_by(f64::total_cmp);
+    println!(
+        "bench: day-2 memory change, apply to the guest's config: p50 {:.2} s  p90 {:.2} s  max {:.2} s (20 Containers, one at a time)",
+        percentile(&secs, 0.5),
+        percentile(&secs, 0.9),
+        secs.last().copied().unwrap_or(0.0)
+    );
+}
+
+/// What the drift check of 100 Ready Containers costs: the Proxmox requests
+/// of a controller start (each Container compared once) and of the resync
+/// interval at rest.
+#[tokio::test]
+#[ignore = "benchmark; run with hack/bench"]
+async fn resync_of_100_ready_containers() {
+    const COUNT: usize = 100;
+    const INTERVAL_SECS: u64 = 10;
+    let mut world = World::new("bench-resync").await.expect("world");
+    let first = world.start_controller(&["--concurrency", "10"]).expect("controller");
+    bench_template(&world).await;
+    let started = Instant::now();
+    all_ready(&world, "rs", COUNT).await;
+    let to_ready = started.elapsed();
+    world.controller(first).kill();
+
+    let (reads_before, writes_before) = world.sim_requests().await.expect("requests");
+    let interval = format!("--resync-interval={INTERVAL_SECS}s");
+    let second = world.start_controller(&["--concurrency", "10", &interval]).expect("second controller");
+    let restarted = Instant::now();
+    while world.controller_metric(second, "infrahaus_reconciles_total").await.unwrap_or(0.0) < COUNT as f64 {
+        assert!(restarted.elapsed() < Duration::from_secs(120), "not every Container was reconciled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reconciled = restarted.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (reads_start, writes_start) = world.sim_requests().await.expect("requests");
+
+    let window = Duration::from_secs(INTERVAL_SECS * 4);
+    tokio::time::sleep(window).await;
+    let (reads_end, writes_end) = world.sim_requests().await.expect("requests");
+    let rounds = window.as_secs_f64() / INTERVAL_SECS as f64;
+    let per_round = (reads_end - reads_start) as f64 / rounds;
+    println!("bench: {COUNT} Containers to Ready in {:.1} s", to_ready.as_secs_f64());
+    println!(
+        "bench: controller start with {COUNT} Ready Containers: all reconciled in {:.1} s, {} Proxmox reads, {} writes",
+        reconciled.as_secs_f64(),
+        reads_start - reads_before,
+        writes_start - writes_before
+    );
+    println!(
+        "bench: resync of {COUNT} Ready Containers: {per_round:.0} Proxmox requests per round ({:.2} per Container), {} writes in {} s at --resync-interval={INTERVAL_SECS}s",
+        per_round / COUNT as f64,
+        writes_end - writes_start,
+        window.as_secs()
+    );
+}

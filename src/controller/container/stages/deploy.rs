@@ -40,7 +40,9 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
     }
     run_checked(&session, plan.activate_command, "enable config-manager.service").await?;
     let keys = job.authorized_keys().join("\n") + "\n";
-    let output = session.exec_capture_with_stdin(SYNC_AUTHORIZED_KEYS, Some(keys.as_bytes()), COMMAND_TIMEOUT).await?;
+    let output = session
+        .exec_capture_with_stdin(layout::AUTHORIZED_KEYS_COMMAND, Some(keys.as_bytes()), COMMAND_TIMEOUT)
+        .await?;
     checked(output, "update root's authorized_keys")?;
 
     if !files.is_empty() {
@@ -58,28 +60,6 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
 
 /// How long one command of the layout may take.
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
-
-/// Makes root's `authorized_keys` hold the keys on stdin (the operator's and
-/// `spec.sshPublicKeys`): Proxmox injects keys only at create, so a key
-/// added to the spec later is appended here, and a key the operator put
-/// there before (recorded in `authorized_keys.infrahaus`) and no longer in
-/// the spec is removed. Keys added in the guest by hand stay.
-const SYNC_AUTHORIZED_KEYS: &str = r#"set -eu
-umask 077
-mkdir -p /root/.ssh
-keys=/root/.ssh/authorized_keys managed=/root/.ssh/authorized_keys.infrahaus
-wanted=$(mktemp) dropped=$(mktemp) kept=$(mktemp)
-trap 'rm -f "$wanted" "$dropped" "$kept"' EXIT
-cat > "$wanted"
-touch "$keys" "$managed"
-grep -vxF -f "$wanted" "$managed" > "$dropped" || true
-if [ -s "$dropped" ]; then grep -vxF -f "$dropped" "$keys" > "$kept" || true; cat "$kept" > "$keys"; fi
-while IFS= read -r key; do
-  grep -qxF -- "$key" "$keys" || printf '%s
-' "$key" >> "$keys"
-done < "$wanted"
-cat "$wanted" > "$managed"
-"#;
 
 async fn run_checked(session: &crate::ssh::SshSession, command: &str, what: &str) -> Result<(), Error> {
     checked(session.exec_capture(command, COMMAND_TIMEOUT).await?, what)
