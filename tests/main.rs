@@ -7,6 +7,7 @@ mod support;
 
 mod argocd_health;
 mod bench;
+mod chaos;
 mod chart;
 mod crds;
 mod drift;
@@ -24,6 +25,7 @@ mod reconfigure;
 mod replicas;
 mod restarts;
 mod resync;
+mod scripts;
 mod slots;
 mod ssh;
 mod watch;

@@ -374,11 +374,12 @@ impl Sim {
         }
 
         let start_after = params.get("start").and_then(|s| parse_boolean(s)) == Some(true);
+        let description = config.get("description").cloned();
         let password = params.get("password").cloned();
         let keys = params.get("ssh-public-keys").cloned();
         let sim = self.clone();
         let cleanup_sim = self.clone();
-        Ok(self.spawn_task(
+        let upid = self.spawn_task(
             "vzcreate",
             vmid,
             caller,
@@ -438,7 +439,9 @@ impl Sim {
                     tracing::warn!(vmid, error = %e, "removing files of failed create");
                 }
             },
-        ))
+        );
+        self.state().creates.push(super::Create { vmid, upid: upid.clone(), description });
+        Ok(upid)
     }
 
     // ---- destroy -----------------------------------------------------------------

@@ -92,6 +92,17 @@ struct Ct {
 struct State {
     cts: BTreeMap<u32, Ct>,
     tasks: Vec<Task>,
+    /// Every create accepted since start, destroyed guests included: what
+    /// tests check "exactly one create per owner" against.
+    creates: Vec<Create>,
+}
+
+/// One accepted `POST /nodes/{node}/lxc`.
+struct Create {
+    vmid: u32,
+    upid: String,
+    /// The description it was created with (an owner's marker, for example).
+    description: Option<String>,
 }
 
 pub(crate) struct Sim {
@@ -271,7 +282,15 @@ impl Sim {
             })
             .collect();
         let running_tasks = state.tasks.iter().filter(|t| t.end.is_none()).count();
-        json!({"containers": cts, "running_tasks": running_tasks, "requests": self.requests.to_json()})
+        let creates: Vec<Value> = state
+            .creates
+            .iter()
+            .map(|c| json!({"vmid": c.vmid, "upid": c.upid, "description": c.description}))
+            .collect();
+        json!({
+            "containers": cts, "running_tasks": running_tasks, "requests": self.requests.to_json(),
+            "creates": creates,
+        })
     }
 
     /// Stops every running container (SIGTERM to pve-sim).
