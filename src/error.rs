@@ -16,6 +16,12 @@ use crate::ssh::SshError;
 pub enum Error {
     #[error("{message}")]
     Transient { message: String },
+    /// The SSH connection to the guest failed after it was established (a
+    /// channel closed, no exit status). Retried like a transient failure,
+    /// but a stage that keeps losing it for longer than the boot timeout
+    /// fails (reason SshUnreachable) instead of retrying for ever.
+    #[error("{message}")]
+    SshLost { message: String },
     /// No operation slot of the node was free: the Container is queued and
     /// reconciled again when one is released. Not a failure, no backoff.
     #[error("waiting for one of the {limit} operation slots of node {node} (maxConcurrentOperations)")]
@@ -35,13 +41,13 @@ impl Error {
 
     /// Worth another attempt: a transient failure, or a wait for a slot.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Transient { .. } | Error::Queued { .. })
+        matches!(self, Error::Transient { .. } | Error::SshLost { .. } | Error::Queued { .. })
     }
 
     /// The condition reason.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Transient { .. } | Error::Queued { .. } => reasons::IN_PROGRESS,
+            Error::Transient { .. } | Error::SshLost { .. } | Error::Queued { .. } => reasons::IN_PROGRESS,
             Error::Permanent { reason, .. } => reason,
         }
     }
@@ -49,7 +55,7 @@ impl Error {
     /// The `reason` label of `infrahaus_reconcile_failures_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Transient { .. } => "transient",
+            Error::Transient { .. } | Error::SshLost { .. } => "transient",
             Error::Queued { .. } => "queued",
             Error::Permanent { reason, .. } => reason,
         }
@@ -74,10 +80,11 @@ impl From<SshError> for Error {
         let message = error.to_string();
         match &error {
             SshError::HostKeyMismatch { .. } => Error::Permanent { reason: reasons::HOST_KEY_MISMATCH, message },
-            // Giving up on a container that never answered is worth another
-            // attempt later rather than a final Error.
-            SshError::GaveUp { .. } => Error::Transient { message },
-            _ if error.is_transient() => Error::Transient { message },
+            // A container whose sshd never answered within the boot timeout
+            // (none started, a hung one) is an Error that says so; the retry
+            // annotation tries again.
+            SshError::GaveUp { .. } => Error::Permanent { reason: reasons::SSH_UNREACHABLE, message },
+            _ if error.is_transient() => Error::SshLost { message },
             _ => Error::Permanent { reason: reasons::FAILED, message },
         }
     }

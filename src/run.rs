@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// up to 20% jitter. `0s` turns the check off.
     #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub resync_interval: std::time::Duration,
+    /// How long a started guest may take to have an address and an sshd
+    /// that answers; then its stage fails (reason SshUnreachable).
+    #[arg(long, env = "BOOT_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub boot_timeout: std::time::Duration,
     /// Watch Secrets (metadata only), so a changed Secret behind a template
     /// file's `secretKeyRef` re-syncs its Containers at once; needs list and
     /// watch on Secrets. Without it the change is found at the next resync.
@@ -82,7 +86,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ssh_key,
         ssh_public_key,
         node_limits: NodeLimits::default(),
-        timings: Timings { resync_interval: args.resync_interval, ..Timings::default() },
+        timings: Timings {
+            resync_interval: args.resync_interval,
+            boot_timeout: args.boot_timeout,
+            ..Timings::default()
+        },
         failures: Default::default(),
         node_checks: Default::default(),
         drift_checks: Default::default(),

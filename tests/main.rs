@@ -16,6 +16,7 @@ mod faults;
 mod leader;
 mod leaks;
 mod nodes;
+mod outages;
 mod pipeline;
 mod power;
 mod process;

@@ -30,7 +30,7 @@ pub(crate) struct Context {
     pub node_limits: NodeLimits,
     pub timings: Timings,
     /// Transient failures in a row, per Container (by uid), for the backoff.
-    pub failures: std::sync::Mutex<HashMap<String, u32>>,
+    pub failures: std::sync::Mutex<HashMap<String, Backoff>>,
     /// When each ProxmoxNode (by uid) was last checked, and at which
     /// generation: a Container's change wakes its node's reconcile, which
     /// must not ask Proxmox again each time.
@@ -38,6 +38,18 @@ pub(crate) struct Context {
     /// When each Ready Container (by uid) was last compared with its guest,
     /// so a wake by a watch event does not ask Proxmox again each time.
     pub drift_checks: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
+}
+
+/// The backoff of one Container after transient failures in a row.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    pub failures: u32,
+    /// When the next attempt is due; `None` once something it depends on
+    /// changed.
+    pub until: Option<tokio::time::Instant>,
+    /// What the user wanted at the last failure (see the Container
+    /// controller's `wanted`).
+    pub wanted: u64,
 }
 
 /// Timings of the pipeline; tests shorten them.

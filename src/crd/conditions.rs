@@ -37,6 +37,8 @@ pub mod reasons {
     pub const TASK_FAILED: &str = "TaskFailed";
     /// A script exited non-zero or timed out.
     pub const SCRIPT_FAILED: &str = "ScriptFailed";
+    /// sshd of the guest did not answer within the boot timeout.
+    pub const SSH_UNREACHABLE: &str = "SshUnreachable";
     /// The SSH host key did not match the pinned one.
     pub const HOST_KEY_MISMATCH: &str = "HostKeyMismatch";
     /// The requested vmid belongs to a guest not created for this Container.

@@ -55,7 +55,7 @@ pub(crate) async fn run(
     // template's file comes from, wakes every Container that uses it; the
     // template hash decides whether one is deployed and synced again.
     let (templates, writer) = reflector::store::<ContainerTemplate>();
-    let users = store.clone();
+    let (users, woken) = (store.clone(), ctx.clone());
     let template_changes = triggers(
         reflector(
             writer,
@@ -63,18 +63,19 @@ pub(crate) async fn run(
         ),
         move |template: ContainerTemplate| {
             let name = template.name_any();
-            users_of(&users, template.namespace(), |ct| ct.spec.template_ref.as_ref().is_some_and(|r| r.name == name))
+            let uses = |ct: &Container| ct.spec.template_ref.as_ref().is_some_and(|r| r.name == name);
+            users_of(&users, &woken, template.namespace(), uses)
         },
     );
     let config_maps = metadata_only::<ConfigMap>(&options, &ctx.client);
     controller = controller
         .reconcile_on(template_changes)
-        .reconcile_on(triggers(config_maps, source_users(&templates, &store, false)));
+        .reconcile_on(triggers(config_maps, source_users(&templates, &store, &ctx, false)));
     // Watching Secrets needs list and watch on every Secret; without it a
     // changed Secret is found at the next resync (the hash reads it).
     if options.watch_secrets {
         let secrets = metadata_only::<Secret>(&options, &ctx.client);
-        controller = controller.reconcile_on(triggers(secrets, source_users(&templates, &store, true)));
+        controller = controller.reconcile_on(triggers(secrets, source_users(&templates, &store, &ctx, true)));
     }
     let metrics = ctx.metrics.clone();
     controller
@@ -120,9 +121,10 @@ where
 fn source_users<K>(
     templates: &Store<ContainerTemplate>,
     users: &Store<Container>,
+    ctx: &Arc<Context>,
     secret: bool,
 ) -> impl Fn(PartialObjectMeta<K>) -> Vec<ObjectRef<Container>> + Send + 'static {
-    let (templates, users) = (templates.clone(), users.clone());
+    let (templates, users, ctx) = (templates.clone(), users.clone(), ctx.clone());
     move |meta| {
         let (namespace, name) = (meta.metadata.namespace, meta.metadata.name.unwrap_or_default());
         let using: Vec<String> = templates
@@ -131,7 +133,7 @@ fn source_users<K>(
             .filter(|t| t.namespace() == namespace && resolve::uses_source(&t.spec, secret, &name))
             .map(|t| t.name_any())
             .collect();
-        users_of(&users, namespace, |ct| ct.spec.template_ref.as_ref().is_some_and(|r| using.contains(&r.name)))
+        users_of(&users, &ctx, namespace, |ct| ct.spec.template_ref.as_ref().is_some_and(|r| using.contains(&r.name)))
     }
 }
 
@@ -161,9 +163,11 @@ where
         .flat_map(move |object| futures::stream::iter(map(object)))
 }
 
-/// The Containers of `namespace` in `store` that `uses` picks.
+/// The Containers of `namespace` in `store` that `uses` picks, each woken
+/// at once even when in a backoff: what it uses changed.
 fn users_of(
     store: &Store<Container>,
+    ctx: &Context,
     namespace: Option<String>,
     uses: impl Fn(&Container) -> bool,
 ) -> Vec<ObjectRef<Container>> {
@@ -171,6 +175,7 @@ fn users_of(
         .state()
         .into_iter()
         .filter(|ct| ct.namespace() == namespace && uses(ct))
+        .inspect(|ct| nudge(ct, ctx))
         .map(|ct| ObjectRef::from_obj(ct.as_ref()))
         .collect()
 }
@@ -197,6 +202,11 @@ async fn reconcile(ct: Arc<Container>, ctx: Arc<Context>) -> Result<Action, Erro
     if let Some(vmid) = vmid {
         span.record("vmid", vmid);
     }
+    if let Some(wait) = backoff_holds(&ct, &ctx) {
+        // Woken by its own status write (or another change of status only)
+        // while it waits out a backoff: nothing the user did; wait on.
+        return Ok(Action::requeue(wait));
+    }
     ctx.metrics.reconcile();
     let ct_uid = ct.uid();
     let api: Api<Container> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -219,8 +229,10 @@ async fn reconcile(ct: Arc<Container>, ctx: Arc<Context>) -> Result<Action, Erro
 }
 
 /// Requeues after a transient failure with a per-Container exponential
-/// backoff. The wait holds because a repeated failure writes nothing: a
-/// status write would be a change that reconciles again at once.
+/// backoff. A stage that failed may have written progress first, and each
+/// status write wakes the Container at once: [`backoff_holds`] lets such a
+/// wake wait out the backoff, so it holds however much a failing attempt
+/// wrote.
 fn error_policy(ct: Arc<Container>, error: &Error, ctx: Arc<Context>) -> Action {
     if let Error::Queued { .. } = error {
         // Woken when a slot is released; this only covers a lost wake.
@@ -228,15 +240,48 @@ fn error_policy(ct: Arc<Container>, error: &Error, ctx: Arc<Context>) -> Action 
         return Action::requeue(QUEUED_FALLBACK.mul_f64(rand::random_range(1.0..=1.5)));
     }
     ctx.metrics.reconcile_failure(error.metric_label());
-    let failures = {
+    let (failures, delay) = {
         let mut all = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let count = all.entry(ct.uid().unwrap_or_default()).or_default();
-        *count = count.saturating_add(1);
-        *count
+        let backoff = all.entry(ct.uid().unwrap_or_default()).or_default();
+        backoff.failures = backoff.failures.saturating_add(1);
+        let delay = ctx.timings.backoff(backoff.failures);
+        backoff.until = Some(tokio::time::Instant::now() + delay);
+        backoff.wanted = wanted(&ct);
+        (backoff.failures, delay)
     };
-    let delay = ctx.timings.backoff(failures);
     tracing::warn!(namespace = ?ct.namespace(), name = %ct.name_any(), %error, failures, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
+}
+
+/// What a user changes to ask for something new: the spec (generation),
+/// the annotations (retry, accepted host key) and a deletion. A wake with
+/// all of these as they were at the last failure changed status only.
+fn wanted(ct: &Container) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    ct.metadata.generation.hash(&mut hasher);
+    ct.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    ct.metadata.annotations.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The rest of the backoff `ct` is in, when nothing it is wanted for changed
+/// since the failure. A wake that brings news from elsewhere (a template or
+/// ConfigMap change) ends the wait first, see [`nudge`].
+fn backoff_holds(ct: &Container, ctx: &Context) -> Option<std::time::Duration> {
+    let all = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+    let backoff = all.get(&ct.uid()?)?;
+    let left = backoff.until?.checked_duration_since(tokio::time::Instant::now())?;
+    (backoff.wanted == wanted(ct)).then_some(left)
+}
+
+/// Ends the backoff wait of `ct` (its failure count stays): something it
+/// depends on changed, so the next attempt runs at once.
+fn nudge(ct: &Container, ctx: &Context) {
+    if let Some(backoff) = ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&ct.uid().unwrap_or_default())
+    {
+        backoff.until = None;
+    }
 }
 
 async fn apply(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {

@@ -134,7 +134,7 @@ async fn run_stage(job: &mut Job<'_>, stage: &Stage) -> Result<(), Error> {
         job.progress(0, stage.start_message).await?;
     }
 
-    let result = stage.run(job).await;
+    let result = stage.run(job).await.map_err(|error| ssh_lost_too_long(job, name, error));
     job.ctx.metrics.stage_duration(name.as_str(), started.elapsed().as_secs_f64());
     match result {
         Ok(()) => {
@@ -171,6 +171,26 @@ async fn run_stage(job: &mut Job<'_>, stage: &Stage) -> Result<(), Error> {
             fail(job, stage, &error).await?;
             Err(error)
         }
+    }
+}
+
+/// An SSH connection lost again and again: once the stage has been running
+/// for longer than the boot timeout (counted from its first start, across
+/// retries and controller restarts) it fails, reason SshUnreachable.
+fn ssh_lost_too_long(job: &Job<'_>, stage: StageName, error: Error) -> Error {
+    let Error::SshLost { message } = &error else { return error };
+    let started = job.status.stage(stage).and_then(|s| s.started_at.as_ref()).map(|t| t.0);
+    let running: Option<std::time::Duration> = started.and_then(|t| Timestamp::now().duration_since(t).try_into().ok());
+    match running {
+        Some(running) if running > job.ctx.timings.boot_timeout => Error::permanent(
+            reasons::SSH_UNREACHABLE,
+            format!(
+                "the SSH connection to the guest kept failing for {}s (boot timeout {}s): {message}",
+                running.as_secs(),
+                job.ctx.timings.boot_timeout.as_secs()
+            ),
+        ),
+        _ => error,
     }
 }
 

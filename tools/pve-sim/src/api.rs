@@ -502,6 +502,11 @@ fn admin_api(sim: &Arc<Sim>, method: &Method, path: &str, body: &[u8]) -> ApiRes
             sim.hold_lock(request.vmid, Duration::from_millis(request.ms))?;
             Ok(Value::Null)
         }
+        ("POST", "ssh-fault") => {
+            let fault = parse_json::<faults::SshFaultRequest>(body)?.into_fault().map_err(bad)?;
+            sim.faults().ssh = fault;
+            Ok(Value::Null)
+        }
         ("POST", "reset") => {
             sim.faults().reset();
             Ok(Value::Null)

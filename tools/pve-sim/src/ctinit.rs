@@ -5,16 +5,20 @@
 //! container's root filesystem, chroots into it, starts `sshd` and reaps
 //! orphans. The mounts exist only in the container's mount namespace, so they
 //! vanish with its last process; the kernel kills every process of the PID
-//! namespace when its init exits. Both processes run single-threaded.
+//! namespace when its init exits. Both processes run single-threaded, except
+//! for the threads of an SSH fault (a silent port, a relay that cuts uploads).
 
 use std::ffi::CString;
-use std::net::Ipv4Addr;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+
+use crate::faults::SshFault;
 
 /// Host key files generated at create, relative to the container's root.
 pub(crate) const HOST_KEYS: &[(&str, &str)] = &[
@@ -34,7 +38,13 @@ pub(crate) struct CtInitArgs {
     /// Address sshd listens on; without it the container runs no sshd.
     #[arg(long)]
     ip: Option<Ipv4Addr>,
+    /// What answers on port 22 instead of a working sshd.
+    #[arg(long)]
+    ssh_fault: Option<SshFault>,
 }
+
+/// The port sshd listens on behind the relay of `close-after`.
+const RELAYED_SSHD_PORT: u16 = 2222;
 
 const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
@@ -111,6 +121,75 @@ pub(crate) fn run(args: CtInitArgs) -> i32 {
     }
 }
 
+fn start_sshd(ip: Ipv4Addr, port: u16) -> Result<()> {
+    let mut sshd = Command::new("/usr/sbin/sshd");
+    sshd.args(["-D", "-e", "-o", &format!("ListenAddress={ip}:{port}")])
+        .args(["-o", "PidFile=none", "-o", "UsePAM=no", "-o", "PermitRootLogin=yes", "-o", "UseDNS=no"])
+        .args(HOST_KEYS.iter().flat_map(|(_, file)| ["-o".to_string(), format!("HostKey=/{file}")]))
+        .env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LANG", "C.UTF-8");
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        sshd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    // The child is reaped by init's loop like any orphan.
+    sshd.spawn().context("start /usr/sbin/sshd")?;
+    Ok(())
+}
+
+/// The `silent` SSH fault: port 22 accepts connections and never answers
+/// (a hung sshd, or a firewall that swallows the traffic). A thread of init
+/// holds every connection open.
+fn silent_listener(ip: Ipv4Addr) -> Result<()> {
+    let listener = TcpListener::bind((ip, 22)).with_context(|| format!("listen on {ip}:22"))?;
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    Ok(())
+}
+
+/// The `close-after` SSH fault: port 22 relays to sshd on
+/// [`RELAYED_SSHD_PORT`] and cuts a connection once its client sent `limit`
+/// bytes, as a network that drops a long upload would.
+fn cutting_relay(ip: Ipv4Addr, limit: u64) -> Result<()> {
+    let listener = TcpListener::bind((ip, 22)).with_context(|| format!("listen on {ip}:22"))?;
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            std::thread::spawn(move || relay(client, (ip, RELAYED_SSHD_PORT), limit));
+        }
+    });
+    Ok(())
+}
+
+fn relay(client: TcpStream, server: (Ipv4Addr, u16), limit: u64) {
+    let Ok(server) = TcpStream::connect(server) else { return };
+    let (Ok(mut from_client), Ok(mut to_client)) = (client.try_clone(), client.try_clone()) else { return };
+    let (Ok(mut to_server), Ok(mut from_server)) = (server.try_clone(), server.try_clone()) else { return };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_server, &mut to_client);
+    });
+    let mut buffer = [0u8; 16 * 1024];
+    let mut sent = 0u64;
+    while let Ok(n) = from_client.read(&mut buffer) {
+        if n == 0 || to_server.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+        sent += n as u64;
+        if sent >= limit {
+            break;
+        }
+    }
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = server.shutdown(Shutdown::Both);
+}
+
 fn cstring(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_encoded_bytes()).context("path contains a NUL byte")
 }
@@ -153,22 +232,21 @@ fn container_init(args: &CtInitArgs, set: &libc::sigset_t) -> Result<()> {
     std::fs::create_dir_all("/run/sshd").context("create /run/sshd")?;
 
     if let Some(ip) = args.ip {
-        let mut sshd = Command::new("/usr/sbin/sshd");
-        sshd.args(["-D", "-e", "-o", &format!("ListenAddress={ip}:22")])
-            .args(["-o", "PidFile=none", "-o", "UsePAM=no", "-o", "PermitRootLogin=yes", "-o", "UseDNS=no"])
-            .args(HOST_KEYS.iter().flat_map(|(_, file)| ["-o".to_string(), format!("HostKey=/{file}")]))
-            .env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("LANG", "C.UTF-8");
-        // SAFETY: setsid is async-signal-safe.
-        unsafe {
-            sshd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
+        let sshd_port = match args.ssh_fault {
+            None => 22,
+            Some(SshFault::NoSshd) => 0,
+            Some(SshFault::Silent) => {
+                silent_listener(ip)?;
+                0
+            }
+            Some(SshFault::CloseAfter(bytes)) => {
+                cutting_relay(ip, bytes)?;
+                RELAYED_SSHD_PORT
+            }
+        };
+        if sshd_port != 0 {
+            start_sshd(ip, sshd_port)?;
         }
-        // The child is reaped by the loop below like any orphan.
-        sshd.spawn().context("start /usr/sbin/sshd")?;
     }
 
     loop {

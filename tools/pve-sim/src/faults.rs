@@ -46,8 +46,50 @@ pub(crate) struct TaskRule {
     remaining: u32,
 }
 
+/// What answers on a container's SSH port instead of a working sshd, for
+/// containers started while the fault is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SshFault {
+    /// Nothing listens: sshd never starts.
+    NoSshd,
+    /// Connections are accepted and never answered.
+    Silent,
+    /// sshd answers through a relay that closes a connection once the client
+    /// sent this many bytes (an upload cut off midway).
+    CloseAfter(u64),
+}
+
+impl SshFault {
+    /// The `ct-init --ssh-fault` argument.
+    pub(crate) fn arg(self) -> String {
+        match self {
+            SshFault::NoSshd => "none".into(),
+            SshFault::Silent => "silent".into(),
+            SshFault::CloseAfter(bytes) => format!("close-after:{bytes}"),
+        }
+    }
+}
+
+impl std::str::FromStr for SshFault {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "none" => Ok(SshFault::NoSshd),
+            "silent" => Ok(SshFault::Silent),
+            _ => text
+                .strip_prefix("close-after:")
+                .and_then(|n| n.parse().ok())
+                .map(SshFault::CloseAfter)
+                .ok_or_else(|| format!("unknown SSH fault '{text}': none, silent or close-after:BYTES")),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
+    /// Applied to every container started while it is set.
+    pub(crate) ssh: Option<SshFault>,
     pub(crate) latencies: Vec<LatencyRule>,
     pub(crate) failures: Vec<FailRule>,
     pub(crate) drops: Vec<DropRule>,
@@ -116,6 +158,7 @@ impl Faults {
         self.failures.clear();
         self.drops.clear();
         self.task_rules.clear();
+        self.ssh = None;
     }
 }
 
@@ -194,6 +237,26 @@ pub(crate) struct LatencyRequest {
     method: Option<String>,
     path: String,
     ms: u64,
+}
+
+/// `POST /sim/ssh-fault`: `{"mode": "none" | "silent" | "close-after",
+/// "bytes": N}`, or `{"mode": "sshd"}` for a working sshd again.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SshFaultRequest {
+    mode: String,
+    #[serde(default)]
+    bytes: u64,
+}
+
+impl SshFaultRequest {
+    pub(crate) fn into_fault(self) -> Result<Option<SshFault>, String> {
+        match self.mode.as_str() {
+            "sshd" => Ok(None),
+            "close-after" if self.bytes > 0 => Ok(Some(SshFault::CloseAfter(self.bytes))),
+            "close-after" => Err("close-after needs bytes > 0".into()),
+            mode => mode.parse().map(Some),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::faults::SshFault;
 use anyhow::{bail, Context, Result};
 use tokio::sync::{oneshot, watch};
 
@@ -255,7 +256,15 @@ impl Spawner {
     }
 
     /// Starts the container and waits until its sshd accepts connections.
-    pub(crate) async fn start(&self, dir: &CtDir, hostname: &str, ip: Option<Ipv4Addr>) -> Result<RunningCt> {
+    /// With `ssh_fault` the port answers as the fault says; without sshd
+    /// nothing is waited for (Proxmox does not wait for sshd either).
+    pub(crate) async fn start(
+        &self,
+        dir: &CtDir,
+        hostname: &str,
+        ip: Option<Ipv4Addr>,
+        ssh_fault: Option<SshFault>,
+    ) -> Result<RunningCt> {
         // The running image itself, even if the file on disk was replaced
         // (a rebuild while pve-sim runs) since it started.
         let exe = "/proc/self/exe";
@@ -264,6 +273,9 @@ impl Spawner {
         command.arg("ct-init").arg("--dir").arg(&dir.0).arg("--hostname").arg(hostname);
         if let Some(ip) = ip {
             command.arg("--ip").arg(ip.to_string());
+        }
+        if let Some(fault) = ssh_fault {
+            command.arg("--ssh-fault").arg(fault.arg());
         }
         command.stdin(Stdio::null()).stdout(console.try_clone()?).stderr(console).env_clear();
         // SAFETY: only async-signal-safe syscalls between fork and exec.
@@ -289,7 +301,7 @@ impl Spawner {
         });
         let mut running = RunningCt { pid, started: Instant::now(), exit };
 
-        let Some(ip) = ip else { return Ok(running) };
+        let Some(ip) = ip.filter(|_| ssh_fault != Some(SshFault::NoSshd)) else { return Ok(running) };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if running.has_exited() {

@@ -28,7 +28,12 @@ pub struct KubeEnv {
     /// How long the API server took from spawn to `/readyz` = ok.
     pub startup: Duration,
     pub etcd: ManagedProcess,
-    pub apiserver: ManagedProcess,
+    /// The running kube-apiserver; replaced when it is started again.
+    apiserver: std::sync::Mutex<ManagedProcess>,
+    /// How kube-apiserver is started (binary and arguments), to start it
+    /// again on the same etcd, port and certificates.
+    apiserver_command: (PathBuf, Vec<String>),
+    admin_token: String,
     pub controller_manager: Option<ManagedProcess>,
 }
 
@@ -61,8 +66,8 @@ impl KubeEnv {
         let tokens = dir.join("tokens.csv");
         std::fs::write(&tokens, format!("{admin_token},admin,admin-uid,system:masters\n"))?;
 
-        let mut cmd = Command::new(&bin);
-        cmd.arg("kube-apiserver").args([
+        let args = vec![
+            "kube-apiserver".to_string(),
             format!("--etcd-servers={etcd_url}"),
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
@@ -82,9 +87,10 @@ impl KubeEnv {
             "--profiling=false".into(),
             "--endpoint-reconciler-type=none".into(),
             "--v=1".into(),
-        ]);
+        ];
         let started = Instant::now();
-        let apiserver = ManagedProcess::spawn("kube-apiserver", cmd, &dir.join("kube-apiserver.log"))?;
+        let apiserver_command = (bin.clone(), args);
+        let apiserver = spawn_apiserver(&apiserver_command, dir)?;
 
         let ca_pem = std::fs::read_to_string(&pki.ca_cert)?;
         let kubeconfig = dir.join("kubeconfig");
@@ -107,9 +113,33 @@ impl KubeEnv {
             dir: dir.to_path_buf(),
             startup,
             etcd,
-            apiserver,
+            apiserver: std::sync::Mutex::new(apiserver),
+            apiserver_command,
+            admin_token,
             controller_manager,
         })
+    }
+
+    /// The pid of the running kube-apiserver.
+    pub fn apiserver_pid(&self) -> u32 {
+        self.apiserver.lock().unwrap_or_else(|e| e.into_inner()).pid()
+    }
+
+    /// Stops kube-apiserver (SIGTERM, SIGKILL after 5 s); etcd keeps the
+    /// state. For outage tests, on a control plane of their own.
+    pub fn stop_apiserver(&self) {
+        self.apiserver.lock().unwrap_or_else(|e| e.into_inner()).stop(Duration::from_secs(5));
+    }
+
+    /// Starts kube-apiserver again as before (same etcd, port, certificates
+    /// and tokens) and waits until it is ready.
+    pub fn start_apiserver(&self) -> Result<()> {
+        let apiserver = spawn_apiserver(&self.apiserver_command, &self.dir)?;
+        let http = reqwest_client(&self.ca_pem)?;
+        let readyz = format!("{}/readyz", self.url);
+        wait_until(&apiserver, Duration::from_secs(120), || http_get_ok(&http, &readyz, &self.admin_token))?;
+        *self.apiserver.lock().unwrap_or_else(|e| e.into_inner()) = apiserver;
+        Ok(())
     }
 
     /// A new client for the current async runtime (clients must not be shared
@@ -183,6 +213,13 @@ fn reqwest_client(ca_pem: &str) -> Result<reqwest::blocking::Client> {
         .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes())?)
         .timeout(Duration::from_secs(5))
         .build()?)
+}
+
+fn spawn_apiserver((bin, args): &(PathBuf, Vec<String>), dir: &Path) -> Result<ManagedProcess> {
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    // Appended to, so the log of an earlier run stays readable.
+    ManagedProcess::spawn_appending("kube-apiserver", cmd, &dir.join("kube-apiserver.log"))
 }
 
 fn http_get_ok(http: &reqwest::blocking::Client, url: &str, token: &str) -> bool {

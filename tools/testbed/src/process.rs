@@ -70,9 +70,23 @@ pub struct ManagedProcess {
 }
 
 impl ManagedProcess {
-    /// Starts `command` with its stdout and stderr appended to `log`.
-    pub fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Self> {
+    /// Starts `command` with its stdout and stderr written to `log` (a new file).
+    pub fn spawn(name: &str, command: Command, log: &Path) -> Result<Self> {
         let out = File::create(log).with_context(|| format!("create {}", log.display()))?;
+        Self::spawn_logging(name, command, log, out)
+    }
+
+    /// Starts `command` with its stdout and stderr appended to `log`.
+    pub fn spawn_appending(name: &str, command: Command, log: &Path) -> Result<Self> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("open {}", log.display()))?;
+        Self::spawn_logging(name, command, log, out)
+    }
+
+    fn spawn_logging(name: &str, mut command: Command, log: &Path, out: File) -> Result<Self> {
         let err = out.try_clone()?;
         command.stdin(Stdio::null()).stdout(out).stderr(err);
         Self::spawn_configured(name, command, log).map(|(process, _)| process)

@@ -172,7 +172,7 @@ async fn child_starts_servers_then_dies() {
     let Ok(pid_file) = std::env::var("TESTBED_PID_FILE") else { return };
     let env = testbed::kube().await.expect("test bed starts");
     let redis = testbed::redis().await.expect("redis starts");
-    let mut pids = vec![env.etcd.pid(), env.apiserver.pid(), redis.process.pid()];
+    let mut pids = vec![env.etcd.pid(), env.apiserver_pid(), redis.process.pid()];
     pids.extend(env.controller_manager.as_ref().map(|p| p.pid()));
     let text: Vec<String> = pids.iter().map(u32::to_string).collect();
     std::fs::write(&pid_file, format!("{}\n{}\n", text.join(" "), env.dir.display())).expect("write pids");

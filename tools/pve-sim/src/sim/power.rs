@@ -26,9 +26,10 @@ impl Sim {
             ct.pending.apply(&mut ct.config);
             (ct.config.get("hostname").cloned().unwrap_or_else(|| format!("CT{vmid}")), ct.lease.map(|(a, _)| a))
         };
+        let ssh_fault = self.faults().ssh;
         let running = self
             .spawner
-            .start(&self.ct_dir(vmid), &hostname, ip)
+            .start(&self.ct_dir(vmid), &hostname, ip, ssh_fault)
             .await
             .map_err(|e| format!("startup for container '{vmid}' failed: {e:#}"))?;
         let mut leftover = None;
