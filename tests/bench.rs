@@ -10,18 +10,9 @@ use std::time::{Duration, Instant};
 
 use infrahaus_operator::crd::{Container, Phase, StageName};
 use serde_json::json;
-use support::World;
+use support::{rss_kib, World};
 
 const CONTAINERS: usize = 20;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -35,19 +26,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn many_containers_to_ready() {
     let mut world = World::new("bench").await.expect("world");
     let controller = world.start_controller(&["--concurrency", "10"]).expect("controller");
-    world
-        .apply(json!({
-            "apiVersion": "infrahaus.io/v1alpha1", "kind": "ContainerTemplate",
-            "metadata": {"name": "bench"},
-            "spec": {
-                "osTemplate": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
-                "packages": ["bash"],
-                "files": [{"path": "/etc/bench.conf", "content": "x=1\n"}],
-                "scripts": [{"name": "10-hello.sh", "content": "#!/bin/bash\necho hello\n"}]
-            }
-        }))
-        .await
-        .expect("template");
+    let work = json!({
+        "packages": ["bash"],
+        "scripts": [{"name": "10-hello.sh", "content": "#!/bin/bash\necho hello\n"}]
+    });
+    bench_template(&world, work).await;
     let pid = world.controller(controller).pid();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss = rss_kib(pid);
@@ -134,19 +117,19 @@ async fn all_ready(world: &World, prefix: &str, count: usize) -> Vec<String> {
     names
 }
 
-async fn bench_template(world: &World) {
-    world
-        .apply(json!({
-            "apiVersion": "infrahaus.io/v1alpha1", "kind": "ContainerTemplate",
-            "metadata": {"name": "bench"},
-            "spec": {
-                "osTemplate": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
-                "defaults": {"memoryMiB": 512},
-                "files": [{"path": "/etc/bench.conf", "content": "x=1\n"}]
-            }
-        }))
-        .await
-        .expect("template");
+/// The template `bench`: one small file, 512 MiB of memory, and what
+/// `extra` adds to its spec (packages, scripts).
+async fn bench_template(world: &World, extra: serde_json::Value) {
+    let mut spec = json!({
+        "osTemplate": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+        "defaults": {"memoryMiB": 512},
+        "files": [{"path": "/etc/bench.conf", "content": "x=1\n"}]
+    });
+    for (key, value) in extra.as_object().cloned().unwrap_or_default() {
+        spec[key] = value;
+    }
+    let template = json!({"apiVersion": "infrahaus.io/v1alpha1", "kind": "ContainerTemplate", "metadata": {"name": "bench"}, "spec": spec});
+    world.apply(template).await.expect("template");
 }
 
 /// A day-2 change: how long a memory change takes from the apply to the
@@ -156,7 +139,7 @@ async fn bench_template(world: &World) {
 async fn day_two_memory_change() {
     let mut world = World::new("bench-day2").await.expect("world");
     world.start_controller(&["--concurrency", "10"]).expect("controller");
-    bench_template(&world).await;
+    bench_template(&world, json!({})).await;
     let names = all_ready(&world, "day2", 20).await;
     let mut secs = Vec::new();
     for name in &names {
@@ -200,7 +183,7 @@ async fn resync_of_100_ready_containers() {
     const INTERVAL_SECS: u64 = 10;
     let mut world = World::new("bench-resync").await.expect("world");
     let first = world.start_controller(&["--concurrency", "10"]).expect("controller");
-    bench_template(&world).await;
+    bench_template(&world, json!({})).await;
     let started = Instant::now();
     all_ready(&world, "rs", COUNT).await;
     let to_ready = started.elapsed();

@@ -12,7 +12,7 @@ use crate::support;
 use infrahaus_operator::crd::Phase;
 use serde_json::{json, Value};
 use support::fixtures::{container, controller_key, ssh, READY_TIMEOUT};
-use support::World;
+use support::{rss_kib, World};
 
 fn template(name: &str, scripts: Value) -> Value {
     json!({
@@ -20,15 +20,6 @@ fn template(name: &str, scripts: Value) -> Value {
         "metadata": {"name": name},
         "spec": {"osTemplate": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst", "scripts": scripts}
     })
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The pids of processes in the guest whose command line is `command`.

@@ -440,6 +440,16 @@ impl World {
     }
 }
 
+/// The resident memory of process `pid`, in KiB (0 when it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A TCP proxy on loopback in front of `target` that holds every chunk the
 /// client sends for `delay` before passing it on: a slow server, seen from
 /// the client. Stops with the test's runtime.
