@@ -40,9 +40,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Crds { output_dir } => print_crds(output_dir),
         Command::Watch(args) => std::process::exit(watch::main(args)),
-        Command::Dashboard(args) => tokio::runtime::Runtime::new()
-            .context("starting the async runtime")?
-            .block_on(dashboard::run(args)),
+        Command::Dashboard(args) => {
+            tokio::runtime::Runtime::new().context("starting the async runtime")?.block_on(dashboard::run(args))
+        }
     }
 }
 

@@ -9,6 +9,8 @@ mod argocd_health;
 mod bench;
 mod chart;
 mod crds;
+mod dashboard;
+mod dashboard_page;
 mod drift;
 mod examples;
 mod faults;

@@ -214,7 +214,9 @@ async fn container_events(
     let stream = match &state.0.hub {
         Some(hub) => {
             let after = after
-                .map(|id| StreamId::parse(&id).ok_or_else(|| ApiError::BadRequest(format!("{id:?} is not an event id"))))
+                .map(|id| {
+                    StreamId::parse(&id).ok_or_else(|| ApiError::BadRequest(format!("{id:?} is not an event id")))
+                })
                 .transpose()?;
             events::redis_stream(hub.clone(), progress::events_stream(&namespace, &name), after, permit)
         }

@@ -105,7 +105,10 @@ impl Authorizer {
         let token = bearer_token(headers).ok_or(ApiError::Unauthorized)?;
         let token_hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let key = CacheKey::Token(token_hash);
-        let user = match self.cache.lock().await.get(&key) {
+        // Bound first: a guard in the match scrutinee would be held (and
+        // taken again) in the arms.
+        let cached = self.cache.lock().await.get(&key);
+        let user = match cached {
             Some(Answer::User(user)) => user,
             _ => {
                 let user = self.review_token(token).await?;
@@ -126,7 +129,8 @@ impl Authorizer {
             namespace: access.namespace.to_owned(),
             name: access.name.map(str::to_owned),
         };
-        let allowed = match self.cache.lock().await.get(&key) {
+        let cached = self.cache.lock().await.get(&key);
+        let allowed = match cached {
             Some(Answer::Allowed(allowed)) => allowed,
             _ => {
                 let allowed = self.review_access(info, access).await?;

@@ -193,8 +193,14 @@ async fn connect(
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CALL_TIMEOUT))
         .set_response_timeout(response_timeout);
-    let mut connection = client.get_multiplexed_async_connection_with_config(&config).await.context("connecting to Redis")?;
-    redis::cmd("CLIENT").arg("SETNAME").arg(CLIENT_NAME).exec_async(&mut connection).await.context("naming the connection")?;
+    let mut connection =
+        client.get_multiplexed_async_connection_with_config(&config).await.context("connecting to Redis")?;
+    redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg(CLIENT_NAME)
+        .exec_async(&mut connection)
+        .await
+        .context("naming the connection")?;
     Ok(connection)
 }
 
@@ -276,11 +282,10 @@ mod tests {
 
     #[test]
     fn stream_ids_parse_and_order_as_in_redis() {
-        let ids: Vec<StreamId> =
-            ["0-0", "1700000000000-0", "1700000000000-1", "1700000000000-10", "1700000000001-0"]
-                .iter()
-                .map(|text| StreamId::parse(text).expect(text))
-                .collect();
+        let ids: Vec<StreamId> = ["0-0", "1700000000000-0", "1700000000000-1", "1700000000000-10", "1700000000001-0"]
+            .iter()
+            .map(|text| StreamId::parse(text).expect(text))
+            .collect();
         assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
         assert_eq!(ids[3].to_string(), "1700000000000-10");
         assert_eq!(StreamId::parse("0-0"), Some(StreamId::ZERO));

@@ -190,7 +190,10 @@ function eventText(event) {
         ? `${event.script} (stderr): ${event.message}`
         : `${event.script}: ${event.message}`;
     case "error":
-      return `${event.step} failed: ${event.message}`;
+      // The controller's message usually names the failed stage already.
+      return event.message.startsWith(`${event.step} failed`)
+        ? event.message
+        : `${event.step} failed: ${event.message}`;
     default:
       return event.message;
   }
