@@ -82,6 +82,10 @@ pub fn status_stream(api: Api<Container>, name: &str, after: Option<String>, per
                         Ok(Event::default().id(id).data(event.to_json()))
                     })
                 }
+                Err(error) => {
+                    tracing::warn!(%error, "watching the Container failed; retrying");
+                    None
+                }
                 _ => None,
             };
             std::future::ready(changed)
