@@ -323,11 +323,14 @@ async fn helm_install_and_uninstall_work() -> Result<()> {
         &kubeconfig,
         "--set",
         "replicaCount=2",
+        "--set",
+        "dashboard.enabled=true",
     ])?;
     let printed = String::from_utf8_lossy(&install.stdout);
     assert!(install.status.success(), "helm install: {printed}{}", String::from_utf8_lossy(&install.stderr));
     assert!(printed.contains("STATUS: deployed"), "{printed}");
     assert!(printed.contains("Leader election is on: one of 2 replicas reconciles at a time."), "NOTES: {printed}");
+    assert!(printed.contains(&format!("port-forward svc/{release}-infrahaus-operator-dashboard")), "NOTES: {printed}");
 
     let uninstall = helm(&["uninstall", &release, "--namespace", &release_ns, "--kubeconfig", &kubeconfig, "--wait"])?;
     assert!(uninstall.status.success(), "helm uninstall: {}", String::from_utf8_lossy(&uninstall.stderr));

@@ -246,3 +246,19 @@ async fn auth_none_is_refused_off_loopback() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("only on a loopback address"), "{stderr}");
 }
+
+#[tokio::test]
+async fn sigterm_ends_open_streams_and_the_process() {
+    let world = World::new("dash-sigterm").await.expect("world");
+    let redis = world.redis_url.clone().expect("redis");
+    idle_container(&world, "web-1").await.expect("container");
+    let mut dashboard = Dashboard::start(&world, Some(&redis), &["--auth=none"]).await.expect("dashboard");
+    let mut stream = dashboard.events(&world.ns, "web-1", None, &[]).await.expect("stream");
+    assert_eq!(stream.next(Duration::from_millis(500)).await.expect("read"), None, "an empty stream, open");
+
+    let status =
+        dashboard.terminate(Duration::from_secs(10)).expect("the dashboard stops at SIGTERM despite the open stream");
+    assert!(status.success(), "{status:?}\n{}", dashboard.log_text());
+    let ended = stream.next(Duration::from_secs(5)).await;
+    assert!(ended.is_err(), "the stream was ended by the server: {ended:?}");
+}

@@ -93,6 +93,15 @@ impl Dashboard {
         }
     }
 
+    /// SIGTERM, then how the process ended within `grace` (`None`: still running).
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let process = self.process.take()?;
+        process.signal(libc::SIGTERM);
+        let status = process.wait_exit(grace);
+        drop(process);
+        status
+    }
+
     pub fn pid(&self) -> u32 {
         self.process.as_ref().map_or(0, ManagedProcess::pid)
     }
