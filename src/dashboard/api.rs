@@ -101,10 +101,17 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A failed read of the dashboard's own: logged, and 503 for the caller.
+/// A failed read of the dashboard's own: logged, and 503 for the caller;
+/// 403 when the dashboard itself may not read there (its Role covers one
+/// namespace), which no caller's access changes.
 fn kube_failed(what: &str, error: &kube::Error) -> ApiError {
     tracing::error!(%error, "{what} failed");
-    ApiError::Unavailable(format!("{what} failed"))
+    match error {
+        kube::Error::Api(status) if status.is_forbidden() => {
+            ApiError::Forbidden(format!("{what} failed: the dashboard may not read Containers there"))
+        }
+        _ => ApiError::Unavailable(format!("{what} failed")),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,6 +275,14 @@ mod tests {
                 "conditions": []
             })
         );
+    }
+
+    #[test]
+    fn what_the_dashboard_may_not_read_is_forbidden_other_failures_unavailable() {
+        let forbidden = kube::Error::Api(kube::core::Status::failure("no", "Forbidden").with_code(403).boxed());
+        assert!(matches!(kube_failed("listing Containers", &forbidden), ApiError::Forbidden(_)));
+        let broken = kube::Error::Api(kube::core::Status::failure("etcd", "InternalError").with_code(500).boxed());
+        assert!(matches!(kube_failed("listing Containers", &broken), ApiError::Unavailable(_)));
     }
 
     #[test]

@@ -65,30 +65,42 @@ async function refreshList() {
   }
 }
 
+// Rows are kept per Container and refilled in place, so a row being
+// clicked or hovered is never swapped out under the pointer.
 function renderRows(items) {
-  const rows = items.map(row);
-  $("containers").tBodies[0].replaceChildren(...rows);
+  const tbody = $("containers").tBodies[0];
+  const existing = new Map([...tbody.rows].map((tr) => [tr.dataset.name, tr]));
+  const rows = items.map((ct) => {
+    const tr = existing.get(ct.name) || newRow(ct.name);
+    fillRow(tr, ct);
+    return tr;
+  });
+  tbody.replaceChildren(...rows);
   $("empty").hidden = items.length > 0;
 }
 
-function row(ct) {
+function newRow(name) {
   const tr = element("tr");
-  tr.dataset.name = ct.name;
-  if (ct.name === page.selected) tr.classList.add("selected");
-  if (ct.phase === "Ready") tr.classList.add("ready");
-  if (ct.phase === "Error") tr.classList.add("failed");
-  tr.append(
+  tr.dataset.name = name;
+  tr.addEventListener("click", () => select(name));
+  return tr;
+}
+
+function fillRow(tr, ct) {
+  tr.classList.toggle("selected", ct.name === page.selected);
+  tr.classList.toggle("ready", ct.phase === "Ready");
+  tr.classList.toggle("failed", ct.phase === "Error");
+  const message = element("td", "message", ct.message ?? "");
+  message.title = ct.message ?? "";
+  tr.replaceChildren(
     element("td", "name", ct.name),
     element("td", `phase phase-${ct.phase}`, ct.phase),
     progressCell(ct.progress ?? 0),
     element("td", "vmid", ct.vmid ?? ""),
     element("td", "node", ct.node ?? ""),
     element("td", "ip", ct.ipAddress ?? ""),
-    element("td", "message", ct.message ?? ""),
+    message,
   );
-  tr.querySelector(".message").title = ct.message ?? "";
-  tr.addEventListener("click", () => select(ct.name));
-  return tr;
 }
 
 function progressCell(percent) {
