@@ -75,6 +75,53 @@ async fn events_replay_then_follow_and_resume_after_the_last_event_id() {
 }
 
 #[tokio::test]
+async fn streams_opened_while_events_arrive_get_each_event_once() {
+    const EVENTS: usize = 300;
+    let world = World::new("dash-handover").await.expect("world");
+    let redis = world.redis_url.clone().expect("redis");
+    idle_container(&world, "web-1").await.expect("container");
+    let dashboard = Dashboard::start(&world, Some(&redis), &["--auth=none"]).await.expect("dashboard");
+
+    let writer = {
+        let (world_ns, redis) = (world.ns.clone(), redis.clone());
+        tokio::spawn(async move {
+            let key = infrahaus_operator::progress::events_stream(&world_ns, "web-1");
+            let mut connection = redis::Client::open(redis.as_str())
+                .expect("url")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("redis");
+            for n in 0..EVENTS {
+                redis::cmd("XADD")
+                    .arg(&key)
+                    .arg("*")
+                    .arg("event")
+                    .arg(format!("{{\"n\":{n}}}"))
+                    .exec_async(&mut connection)
+                    .await
+                    .expect("xadd");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    // Streams opened one after another while the writer runs: each hands
+    // over from its replay to the live follower at a different point.
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        streams.push(dashboard.events(&world.ns, "web-1", None, &[]).await.expect("stream"));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    writer.await.expect("writer");
+    let all = support::dashboard::stream_ids(&world, &redis, "web-1").await.expect("XRANGE");
+    assert_eq!(all.len(), EVENTS);
+    for (index, stream) in streams.iter_mut().enumerate() {
+        let got = ids(&stream.take(EVENTS, Duration::from_secs(30)).await.expect("every event"));
+        assert_eq!(got, all, "stream {index}: every event once, in order");
+        assert_eq!(stream.next(QUIET).await.expect("read"), None, "stream {index}: nothing more");
+    }
+}
+
+#[tokio::test]
 async fn requests_need_a_token_and_access_to_the_namespace() {
     let world = World::new("dash-auth").await.expect("world");
     let redis = world.redis_url.clone().expect("redis");

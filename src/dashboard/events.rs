@@ -138,8 +138,32 @@ impl RedisFollow {
 
 #[cfg(test)]
 mod tests {
+    use super::super::limits::StreamLimits;
     use super::*;
     use axum::http::HeaderValue;
+
+    fn entry(seq: u64) -> Entry {
+        Entry { id: StreamId::parse(&format!("1700000000000-{seq}")).expect("an id"), json: Some(Arc::from("{}")) }
+    }
+
+    #[test]
+    fn entries_sent_or_queued_already_are_dropped() {
+        let hub = Arc::new(Hub::new("redis://127.0.0.1:1").expect("a URL"));
+        let permit = StreamLimits::new(1, 1).acquire("alice").expect("a place");
+        let mut follow = RedisFollow {
+            hub,
+            key: "k".into(),
+            last: Some(entry(2).id),
+            pending: VecDeque::new(),
+            live: None,
+            _permit: permit,
+        };
+        for seq in [1, 2, 3, 3, 2, 4] {
+            follow.take_live(entry(seq));
+        }
+        let queued: Vec<StreamId> = follow.pending.iter().map(|e| e.id).collect();
+        assert_eq!(queued, vec![entry(3).id, entry(4).id], "after the last sent, each once, in order");
+    }
 
     #[test]
     fn the_resume_position_comes_from_the_header_or_the_query() {
