@@ -3,6 +3,7 @@
 //! tests use are public; the controllers and their helpers are not.
 
 pub mod crd;
+pub mod dashboard;
 pub mod discovery;
 pub mod layout;
 pub mod leader;

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use infrahaus_operator::crd;
+use infrahaus_operator::dashboard::{self, DashboardArgs};
 use infrahaus_operator::run::{self, RunArgs};
 use infrahaus_operator::watch::{self, WatchArgs};
 
@@ -26,6 +27,9 @@ enum Command {
     },
     /// Follow one Container's progress until it is Ready (exit 0) or in Error (exit 1).
     Watch(WatchArgs),
+    /// Serve the dashboard: the Container list, each Container's progress as
+    /// Server-Sent Events, and a web page.
+    Dashboard(DashboardArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +40,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Crds { output_dir } => print_crds(output_dir),
         Command::Watch(args) => std::process::exit(watch::main(args)),
+        Command::Dashboard(args) => {
+            tokio::runtime::Runtime::new().context("starting the async runtime")?.block_on(dashboard::run(args))
+        }
     }
 }
 

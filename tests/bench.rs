@@ -220,3 +220,81 @@ async fn resync_of_100_ready_containers() {
         window.as_secs()
     );
 }
+
+/// The dashboard with 500 SSE clients on one Container: the Redis
+/// connections they cost (as `CLIENT LIST` shows the dashboard's), its
+/// memory, and the latency from an XADD to each client's receive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run with hack/bench"]
+async fn dashboard_sse_clients_on_one_container() {
+    use support::dashboard::{add_log_events, dashboard_connections, idle_container, Dashboard};
+    const CLIENTS: usize = 500;
+    const EVENTS: usize = 20;
+    let world = World::new("bench-dashboard").await.expect("world");
+    let redis = testbed::dedicated_redis().await.expect("a Redis of the benchmark's own");
+    idle_container(&world, "web-1").await.expect("container");
+    let limits = ["--auth=none", "--max-streams=1000", "--max-streams-per-user=1000"];
+    let dashboard = Dashboard::start(&world, Some(&redis.url), &limits).await.expect("dashboard");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = rss_kib(dashboard.pid());
+
+    add_log_events(&world, &redis.url, "web-1", 0, 1).await.expect("the first event");
+    let connect_started = Instant::now();
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let mut stream = dashboard.events(&world.ns, "web-1", None, &[]).await.expect("stream");
+        stream.take(1, Duration::from_secs(30)).await.expect("the replayed event");
+        clients.push(stream);
+    }
+    let connect_time = connect_started.elapsed();
+    let connections = dashboard_connections(&redis.url).await.expect("CLIENT LIST");
+
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                let mut received = Vec::with_capacity(EVENTS);
+                while received.len() < EVENTS {
+                    let event = stream.next(Duration::from_secs(120)).await.expect("read").expect("every event");
+                    let at = Instant::now();
+                    let json: serde_json::Value = serde_json::from_str(&event.data).expect("JSON");
+                    let line = json["message"].as_str().and_then(|m| m.strip_prefix("line ")).expect("a numbered line");
+                    received.push((line.parse::<usize>().expect("a number"), at));
+                }
+                received
+            })
+        })
+        .collect();
+    let mut sent = vec![Instant::now(); EVENTS + 1];
+    for (n, at) in sent.iter_mut().enumerate().skip(1) {
+        *at = Instant::now();
+        add_log_events(&world, &redis.url, "web-1", n, 1).await.expect("xadd");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let busy_rss = rss_kib(dashboard.pid());
+    let mut millis = Vec::with_capacity(CLIENTS * EVENTS);
+    for reader in readers {
+        for (n, received) in reader.await.expect("reader") {
+            millis.push(received.duration_since(sent[n]).as_secs_f64() * 1000.0);
+        }
+    }
+    millis.sort_by(f64::total_cmp);
+    assert_eq!(millis.len(), CLIENTS * EVENTS, "every client received every event");
+
+    println!(
+        "bench: dashboard, {CLIENTS} SSE clients on one Container: {connections} Redis connections (CLIENT LIST), connected in {:.1} s",
+        connect_time.as_secs_f64()
+    );
+    println!(
+        "bench: dashboard RSS idle {:.1} MiB, with {CLIENTS} clients {:.1} MiB ({:.1} KiB per client)",
+        idle_rss as f64 / 1024.0,
+        busy_rss as f64 / 1024.0,
+        busy_rss.saturating_sub(idle_rss) as f64 / CLIENTS as f64
+    );
+    println!(
+        "bench: dashboard XADD to client receive, {CLIENTS} clients x {EVENTS} events: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        percentile(&millis, 0.5),
+        percentile(&millis, 0.99),
+        millis.last().copied().unwrap_or(0.0)
+    );
+}

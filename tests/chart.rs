@@ -141,12 +141,14 @@ fn chart_crds_are_the_repository_crds() {
 #[test]
 fn helm_lint_passes_in_every_mode() {
     let chart = chart_dir().display().to_string();
-    let modes: [&[&str]; 5] = [
+    let modes: [&[&str]; 7] = [
         &[],
         &["--set", "replicaCount=2"],
         &["--set", "watchNamespace=apps"],
         &["--set", "redis.existingSecret.name=redis", "--set", "logFormat=text"],
         &["--set", "metrics.serviceMonitor.enabled=true", "--set", "leaderElection.enabled=true"],
+        &["--set", "dashboard.enabled=true", "--set", "redis.url=redis://redis:6379"],
+        &["--set", "dashboard.enabled=true", "--set", "watchNamespace=apps"],
     ];
     for mode in modes {
         let mut args = vec!["lint", "--strict", chart.as_str()];
@@ -278,11 +280,13 @@ async fn rendered_manifests_pass_a_server_side_dry_run() -> Result<()> {
     let release_ns = testbed::unique_namespace(&client, "chart-dry-run").await?;
     let watched_ns = testbed::unique_namespace(&client, "chart-dry-run-apps").await?;
     let watch = format!("watchNamespace={watched_ns}");
-    let variants: [&[&str]; 4] = [
+    let variants: [&[&str]; 6] = [
         &[],
         &["replicaCount=2"],
         &[watch.as_str()],
         &[watch.as_str(), "replicaCount=3", "redis.existingSecret.name=redis-url", "serviceAccount.name=custom"],
+        &["dashboard.enabled=true", "redis.url=redis://redis:6379"],
+        &[watch.as_str(), "dashboard.enabled=true"],
     ];
     for sets in variants {
         let manifests = render(&format!("dry-run-{}", std::process::id()), &release_ns, sets, &["--include-crds"])?;
@@ -319,11 +323,14 @@ async fn helm_install_and_uninstall_work() -> Result<()> {
         &kubeconfig,
         "--set",
         "replicaCount=2",
+        "--set",
+        "dashboard.enabled=true",
     ])?;
     let printed = String::from_utf8_lossy(&install.stdout);
     assert!(install.status.success(), "helm install: {printed}{}", String::from_utf8_lossy(&install.stderr));
     assert!(printed.contains("STATUS: deployed"), "{printed}");
     assert!(printed.contains("Leader election is on: one of 2 replicas reconciles at a time."), "NOTES: {printed}");
+    assert!(printed.contains(&format!("port-forward svc/{release}-infrahaus-operator-dashboard")), "NOTES: {printed}");
 
     let uninstall = helm(&["uninstall", &release, "--namespace", &release_ns, "--kubeconfig", &kubeconfig, "--wait"])?;
     assert!(uninstall.status.success(), "helm uninstall: {}", String::from_utf8_lossy(&uninstall.stderr));
@@ -462,5 +469,156 @@ async fn the_chart_rbac_is_enough_for_the_controller() -> Result<()> {
     let release_ns = testbed::unique_namespace(&namespaced.client, "chart-rbac-ns-sys").await?;
     let watch = format!("watchNamespace={}", namespaced.ns);
     prove_rbac(&mut namespaced, &release_ns, &[watch.as_str(), "replicaCount=2"]).await?;
+    Ok(())
+}
+
+/// The dashboard's objects in a render: its Deployment, by name.
+fn dashboard_deployment(objects: &[Value]) -> Option<&Value> {
+    find(objects, "Deployment")
+        .into_iter()
+        .find(|d| d["metadata"]["name"].as_str().is_some_and(|n| n.ends_with("-dashboard")))
+}
+
+/// The rules of the Roles and ClusterRoles named `name`.
+fn rules_of(objects: &[Value], name: &str) -> Vec<Value> {
+    objects
+        .iter()
+        .filter(|o| (o["kind"] == "Role" || o["kind"] == "ClusterRole") && o["metadata"]["name"] == name)
+        .flat_map(|o| o["rules"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Whether `selector` (matchLabels) selects a pod with `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector.as_object().is_some_and(|wanted| wanted.iter().all(|(key, value)| labels[key] == *value))
+}
+
+#[test]
+fn the_dashboard_is_off_by_default_and_holds_exactly_its_rbac() -> Result<()> {
+    let default = documents(&render("rel", "ops", &[], &[])?)?;
+    assert!(dashboard_deployment(&default).is_none(), "the dashboard is opt-in");
+    assert!(rules_of(&default, "rel-infrahaus-operator-dashboard").is_empty());
+
+    let reviews = [
+        json!({"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}),
+        json!({"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}),
+    ];
+    let containers =
+        json!({"apiGroups": ["infrahaus.io"], "resources": ["containers"], "verbs": ["get", "list", "watch"]});
+
+    let enabled = documents(&render("rel", "ops", &["dashboard.enabled=true", "redis.url=redis://r:6379"], &[])?)?;
+    let dashboard = dashboard_deployment(&enabled).context("the dashboard's Deployment")?;
+    let mut expected = reviews.to_vec();
+    expected.push(containers.clone());
+    assert_eq!(rules_of(&enabled, "rel-infrahaus-operator-dashboard"), expected, "exactly what the dashboard needs");
+    let pod = &dashboard["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "rel-infrahaus-operator-dashboard", "a ServiceAccount of its own");
+    let binding = find(&enabled, "ClusterRoleBinding")
+        .into_iter()
+        .find(|b| b["metadata"]["name"] == "rel-infrahaus-operator-dashboard")
+        .context("the dashboard's ClusterRoleBinding")?;
+    assert_eq!(binding["subjects"][0]["name"], "rel-infrahaus-operator-dashboard");
+    let container = &pod["containers"][0];
+    assert_eq!(container["args"][0], "dashboard");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert!(
+        container["env"].as_array().into_iter().flatten().any(|e| e["name"] == "REDIS_URL"),
+        "Redis as the controller's"
+    );
+
+    let controller =
+        find(&enabled, "Deployment").into_iter().find(|d| !std::ptr::eq(*d, dashboard)).context("controller")?;
+    let dashboard_pods = &dashboard["spec"]["template"]["metadata"]["labels"];
+    let controller_pods = &controller["spec"]["template"]["metadata"]["labels"];
+    assert!(!selects(&controller["spec"]["selector"]["matchLabels"], dashboard_pods), "the controller's Deployment");
+    assert!(!selects(&dashboard["spec"]["selector"]["matchLabels"], controller_pods), "the dashboard's Deployment");
+    for service in find(&enabled, "Service") {
+        let pods = if service["metadata"]["name"] == "rel-infrahaus-operator-dashboard" {
+            dashboard_pods
+        } else {
+            controller_pods
+        };
+        assert!(selects(&service["spec"]["selector"], pods), "{} selects its own pods", service["metadata"]["name"]);
+    }
+
+    let namespaced = documents(&render("rel", "ops", &["dashboard.enabled=true", "watchNamespace=apps"], &[])?)?;
+    let cluster_rules: Vec<Value> = find(&namespaced, "ClusterRole")
+        .into_iter()
+        .filter(|r| r["metadata"]["name"] == "rel-infrahaus-operator-dashboard")
+        .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(cluster_rules, reviews.to_vec(), "with watchNamespace only the reviews are cluster-wide");
+    let role = find(&namespaced, "Role")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "rel-infrahaus-operator-dashboard")
+        .context("the dashboard's Role")?;
+    assert_eq!(role["metadata"]["namespace"], "apps");
+    assert_eq!(role["rules"], json!([containers]));
+    Ok(())
+}
+
+/// Installs the chart's dashboard ServiceAccount and RBAC, runs the
+/// dashboard as its Deployment would (its args, a token of that
+/// ServiceAccount and nothing else), with Redis and without (following the
+/// status, which watches), and checks what callers get.
+#[tokio::test]
+async fn the_chart_rbac_is_enough_for_the_dashboard() -> Result<()> {
+    use support::dashboard::{add_log_events, idle_container, service_account_token, token_for, Dashboard};
+    let world = World::new("chart-dashboard").await?;
+    let release_ns = testbed::unique_namespace(&world.client, "chart-dashboard-sys").await?;
+    let release = format!("dash-{}", world.ns);
+    let sets = ["dashboard.enabled=true"];
+    let rbac = render(&release, &release_ns, &sets, &["--show-only", "templates/dashboard-rbac.yaml"])?;
+    kubectl_apply(&world.kube.kubeconfig, &rbac, false)?;
+    let objects = documents(&render(&release, &release_ns, &sets, &[])?)?;
+    let pod = &dashboard_deployment(&objects).context("the dashboard's Deployment")?["spec"]["template"]["spec"];
+    let service_account = pod["serviceAccountName"].as_str().context("serviceAccountName")?;
+    let args: Vec<String> = serde_json::from_value(pod["containers"][0]["args"].clone())?;
+    let args: Vec<&str> = args.iter().skip(1).map(String::as_str).filter(|a| !a.starts_with("--listen")).collect();
+    let token = token_for(&world.client, &release_ns, service_account).await?;
+    let kubeconfig = token_kubeconfig(&world.kube.url, &world.kube.ca_file, &release_ns, &token)?;
+
+    for (verb, resource) in [
+        ("patch", "containers.infrahaus.io"),
+        ("delete", "containers.infrahaus.io"),
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("create", "pods"),
+    ] {
+        assert!(!can_i(kubeconfig.path(), verb, resource, &world.ns)?, "the dashboard's token may {verb} {resource}");
+    }
+    for verb in ["get", "list", "watch"] {
+        assert!(can_i(kubeconfig.path(), verb, "containers.infrahaus.io", &world.ns)?, "{verb} containers");
+    }
+
+    idle_container(&world, "web-1").await?;
+    let viewer = service_account_token(&world, "viewer", true).await?;
+    let nobody = service_account_token(&world, "nobody", false).await?;
+    let redis = world.redis_url.clone().context("redis")?;
+    let added = add_log_events(&world, &redis, "web-1", 0, 2).await?;
+    let list = format!("/api/v1/containers?namespace={}", world.ns);
+
+    let with_redis = Dashboard::start_with_kubeconfig(&world, kubeconfig.path(), Some(&redis), &args).await?;
+    assert_eq!(with_redis.get(&list, Some(&viewer), &[]).await?.status(), 200, "{}", with_redis.log_text());
+    assert_eq!(with_redis.get(&list, Some(&nobody), &[]).await?.status(), 403);
+    let mut stream = with_redis.events(&world.ns, "web-1", Some(&viewer), &[]).await?;
+    let replayed: Vec<Option<String>> =
+        stream.take(2, Duration::from_secs(10)).await?.into_iter().map(|e| e.id).collect();
+    assert_eq!(replayed, added.iter().map(|(id, _)| Some(id.clone())).collect::<Vec<_>>());
+    let absent = format!("/api/v1/namespaces/{}/containers/absent/events", world.ns);
+    assert_eq!(with_redis.get(&absent, Some(&viewer), &[]).await?.status(), 404);
+
+    let from_status = Dashboard::start_with_kubeconfig(&world, kubeconfig.path(), None, &args).await?;
+    let mut stream = from_status.events(&world.ns, "web-1", Some(&viewer), &[]).await?;
+    let event = stream.next(Duration::from_secs(10)).await?.context("the status as an event")?;
+    let event: Value = serde_json::from_str(&event.data)?;
+    assert_eq!(event["step"], "pending", "{event}");
+
+    for (name, log) in [("with Redis", with_redis.log_text()), ("from the status", from_status.log_text())] {
+        let denied: Vec<&str> = log.lines().filter(|l| l.to_lowercase().contains("forbidden")).collect();
+        assert!(denied.is_empty(), "the dashboard {name} was denied something:\n{}", denied.join("\n"));
+        assert!(!log.contains(&token) && !log.contains(&viewer), "a token is in the dashboard's log");
+    }
     Ok(())
 }

@@ -10,6 +10,8 @@ mod bench;
 mod chaos;
 mod chart;
 mod crds;
+mod dashboard;
+mod dashboard_page;
 mod drift;
 mod examples;
 mod faults;

@@ -14,7 +14,7 @@
 
 mod args;
 mod render;
-mod status;
+pub(crate) mod status;
 mod stream;
 
 use std::io::IsTerminal;

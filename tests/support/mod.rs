@@ -3,6 +3,7 @@
 //! ProxmoxNode pinned to its certificate, and the controller as a real
 //! process (so tests can kill and restart it).
 
+pub mod dashboard;
 pub mod fixtures;
 
 use std::path::PathBuf;

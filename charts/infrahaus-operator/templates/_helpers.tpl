@@ -52,3 +52,44 @@ true
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* REDIS_URL for the controller and the dashboard, when Redis is configured. */}}
+{{- define "infrahaus-operator.redisEnv" -}}
+{{- if .Values.redis.url -}}
+- name: REDIS_URL
+  value: {{ .Values.redis.url | quote }}
+{{- else if .Values.redis.existingSecret.name -}}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.existingSecret.name }}
+      key: {{ .Values.redis.existingSecret.key }}
+{{- end -}}
+{{- end -}}
+
+{{/* The dashboard's objects' name. */}}
+{{- define "infrahaus-operator.dashboardName" -}}
+{{- printf "%s-dashboard" (include "infrahaus-operator.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* A name of its own, so neither the controller's Deployment nor its metrics Service selects dashboard pods. */}}
+{{- define "infrahaus-operator.dashboardSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-dashboard" (include "infrahaus-operator.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "infrahaus-operator.dashboardLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "infrahaus-operator.dashboardSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: dashboard
+{{- end -}}
+
+{{- define "infrahaus-operator.dashboardServiceAccountName" -}}
+{{- if .Values.dashboard.serviceAccount.create -}}
+{{- default (include "infrahaus-operator.dashboardName" .) .Values.dashboard.serviceAccount.name -}}
+{{- else -}}
+{{- required "dashboard.serviceAccount.name is required when dashboard.serviceAccount.create is false" .Values.dashboard.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
