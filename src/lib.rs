@@ -4,6 +4,8 @@
 
 pub mod crd;
 pub mod discovery;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod layout;
 pub mod leader;
 pub mod metrics;
