@@ -5,6 +5,8 @@
 pub mod crd;
 pub mod dashboard;
 pub mod discovery;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod layout;
 pub mod leader;
 pub mod metrics;

@@ -305,42 +305,50 @@ impl Client {
         let body = body.map_err(|source| transport_error(name, path.template, source))?;
 
         if status.is_success() {
-            let envelope: Envelope<T> = serde_json::from_slice(&body).map_err(|e| Error::Decode {
-                method: name,
-                endpoint: path.template,
-                path: path.render(),
-                detail: format!("{e} in {}", snippet(&body)),
-            })?;
-            return Ok(Answer { data: envelope.data, total: envelope.total });
+            return decode_answer(name, path, &body);
         }
-
-        let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-        let message = parsed
-            .message
-            .map(|m| m.trim_end().to_string())
-            .filter(|m| !m.is_empty())
-            .unwrap_or_else(|| reason.trim_end().to_string());
-        let errors = parsed
-            .errors
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k, text.trim_end().to_string())
-            })
-            .collect();
-        Err(Error::Api {
-            method: name,
-            endpoint: path.template,
-            path: path.render(),
-            status: status.as_u16(),
-            message,
-            errors,
-        })
+        Err(api_error(name, path, status.as_u16(), &reason, &body))
     }
+}
+
+/// The `data` (and `total`) of a successful answer's body.
+pub(crate) fn decode_answer<T: DeserializeOwned>(
+    method: &'static str,
+    path: &ApiPath,
+    body: &[u8],
+) -> Result<Answer<T>, Error> {
+    let envelope: Envelope<T> = serde_json::from_slice(body).map_err(|e| Error::Decode {
+        method,
+        endpoint: path.template,
+        path: path.render(),
+        detail: format!("{e} in {}", snippet(body)),
+    })?;
+    Ok(Answer { data: envelope.data, total: envelope.total })
+}
+
+/// The error an answer with HTTP `status` stands for: the `message` and the
+/// per-parameter `errors` of its body, or the reason phrase when the body
+/// says nothing (a proxy's HTML page, an empty body).
+pub(crate) fn api_error(method: &'static str, path: &ApiPath, status: u16, reason: &str, body: &[u8]) -> Error {
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let message = parsed
+        .message
+        .map(|m| m.trim_end().to_string())
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| reason.trim_end().to_string());
+    let errors = parsed
+        .errors
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, text.trim_end().to_string())
+        })
+        .collect();
+    Error::Api { method, endpoint: path.template, path: path.render(), status, message, errors }
 }
 
 fn transport_error(method: &'static str, endpoint: &'static str, source: reqwest::Error) -> Error {

@@ -193,11 +193,18 @@ impl LxcConfig {
 }
 
 /// `PVE::JSONSchema::parse_size`: a number with an optional `K`, `M`, `G` or
-/// `T`; a bare number is bytes.
+/// `T`; a bare number is bytes. The number is digits with an optional
+/// fraction, as Proxmox writes and accepts it (`8`, `0.5`): no sign, no
+/// exponent, no bare dot.
 pub fn parse_size(size: &str) -> Option<u64> {
     let split = size.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(size.len());
     let (number, unit) = size.split_at(split);
-    let value: f64 = number.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, "0"));
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    let value: f64 = number.parse().ok().filter(|v: &f64| v.is_finite())?;
     let factor: u64 = match unit {
         "" => 1,
         "K" => 1 << 10,
@@ -584,6 +591,33 @@ mod tests {
             assert_eq!(form, expected, "{params:?}");
         }
         assert!(!format!("{full:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn size_table() {
+        let cases = [
+            ("8G", Some(8 << 30)),
+            ("512M", Some(512 << 20)),
+            ("1T", Some(1 << 40)),
+            ("4096", Some(4096)),
+            ("0.5G", Some(1 << 29)),
+            ("100K", Some(100 << 10)),
+            ("8g", None),
+            ("8GB", None),
+            ("", None),
+            ("G", None),
+            // Proxmox's grammar has no sign, exponent or bare dot; `-0G` read as 0 bytes.
+            ("-0G", None),
+            ("-1G", None),
+            ("+1G", None),
+            (".5G", None),
+            ("1.G", None),
+            ("1e3", None),
+            (" 8G", None),
+        ];
+        for (size, expected) in cases {
+            assert_eq!(parse_size(size), expected, "{size:?}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! The pure helpers around guests (`net0`, addresses, host keys, ownership marker,
 //! tags) live in [`guest`].
 
-mod client;
+pub(crate) mod client;
 mod de;
 mod error;
 pub mod guest;

@@ -4,7 +4,7 @@
 mod error;
 mod host_key;
 mod keys;
-mod lines;
+pub(crate) mod lines;
 mod quote;
 mod session;
 

@@ -13,9 +13,9 @@
 //! the Container deleted).
 
 mod args;
-mod render;
+pub(crate) mod render;
 pub(crate) mod status;
-mod stream;
+pub(crate) mod stream;
 
 use std::io::IsTerminal;
 

@@ -102,6 +102,11 @@ pub fn progress_bar(percent: u8, label: &str) -> String {
     format!("[{}{}] {percent:>3}% {label}", "#".repeat(filled), ".".repeat(BAR_WIDTH - filled)).trim_end().to_owned()
 }
 
+/// The bar drawn under the lines after `event`.
+pub fn event_bar(event: &ProgressEvent) -> String {
+    progress_bar(event.percent, &bar_label(event))
+}
+
 /// The label under the bar for an event: the step, and what is running.
 fn bar_label(event: &ProgressEvent) -> String {
     match (event.event_type, &event.script) {
@@ -127,7 +132,7 @@ impl Console {
     pub(super) fn event(&mut self, event: &ProgressEvent) {
         let color = matches!(self.style, Style::Terminal { color: true });
         self.line(&event_line(event, color));
-        self.draw_bar(progress_bar(event.percent, &bar_label(event)));
+        self.draw_bar(event_bar(event));
     }
 
     pub(super) fn status(&mut self, view: &StatusView) {

@@ -50,6 +50,27 @@ pub fn current_run_start(events: &[ProgressEvent]) -> usize {
     start
 }
 
+/// What the replay of a stream shows.
+pub(crate) struct Replay {
+    /// The id to read on from: the stream's last entry, or `0-0`.
+    pub(crate) last_id: String,
+    /// The valid events of the current run, in stream order.
+    pub(crate) shown: Vec<ProgressEvent>,
+    /// The result, when the stream's last valid event already ends the run.
+    pub(crate) outcome: Option<Outcome>,
+}
+
+/// The replay of the entries an `XRANGE - +` returned. Entries without a
+/// valid event are skipped, but still move the id to read on from.
+pub(crate) fn replay(ids: &[redis::streams::StreamId]) -> Replay {
+    let entries = entries(ids);
+    let last_id = entries.last().map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+    let mut events: Vec<ProgressEvent> = entries.into_iter().filter_map(|e| e.event).collect();
+    let outcome = events.last().and_then(event_outcome);
+    let shown = events.split_off(current_run_start(&events));
+    Replay { last_id, shown, outcome }
+}
+
 /// The result an event announces, if it ends the run.
 fn event_outcome(event: &ProgressEvent) -> Option<Outcome> {
     match event.event_type {
@@ -74,23 +95,21 @@ pub(super) async fn follow_redis(url: &str, target: &Target, console: &mut Conso
     let key = progress::events_stream(&target.namespace, &target.name);
     let mut connection = connect(&client).await.context("connecting to Redis")?;
 
-    let replay: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+    let range: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(&key)
         .arg("-")
         .arg("+")
         .query_async(&mut connection)
         .await
         .context("reading the event stream")?;
-    let replay = entries(&replay.ids);
-    let mut last_id = replay.last().map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
-    let events: Vec<ProgressEvent> = replay.into_iter().filter_map(|e| e.event).collect();
-    if events.is_empty() {
+    let Replay { mut last_id, shown, outcome } = replay(&range.ids);
+    if shown.is_empty() {
         console.line(&format!("waiting for progress events of {target} ..."));
     }
-    for event in &events[current_run_start(&events)..] {
+    for event in &shown {
         console.event(event);
     }
-    if let Some(outcome) = events.last().and_then(event_outcome) {
+    if let Some(outcome) = outcome {
         return Ok(outcome);
     }
 

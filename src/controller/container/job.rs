@@ -54,17 +54,48 @@ pub(crate) struct Job<'a> {
     saved: ContainerStatus,
 }
 
+/// The percent a run starts from. Percent never decreases within a
+/// generation, also across restarts: the recorded percent belongs to this
+/// generation unless the status settled an earlier one, so a run in flight
+/// (resumed after a restart or a transient failure) and a retry of this
+/// generation continue from it.
+pub(super) fn resumed_percent(status: &ContainerStatus, generation: Option<i64>) -> i32 {
+    let settled = matches!(status.phase, Some(Phase::Ready | Phase::Error));
+    let same_generation = !settled || status.observed_generation == generation;
+    if same_generation {
+        status.progress.unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// The absolute percent of `step` (0 to 100, clamped) of a stage that owns
+/// the percent `span`.
+pub(super) fn span_percent(span: (i32, i32), step: i32) -> i32 {
+    let (start, end) = span;
+    start + (end - start) * step.clamp(0, 100) / 100
+}
+
+/// The percent to report after `last`: never below it, so a stage that
+/// runs again, or reports out of order, does not move the bar back.
+pub(super) fn next_percent(last: i32, percent: i32) -> i32 {
+    percent.max(last)
+}
+
+/// The percent a progress event carries for the run's `percent`: 0 to 100,
+/// like `status.progress` (a value outside that range, written by hand,
+/// would otherwise wrap around).
+pub(super) fn event_percent(percent: i32) -> u8 {
+    percent.clamp(0, 100) as u8
+}
+
 impl<'a> Job<'a> {
     pub fn new(ctx: &'a Context, ct: Arc<Container>, inputs: Inputs) -> Self {
         let Inputs { pve, node_name: node, node_key, max_operations: max_node_operations, template } = inputs;
         let namespace = ct.namespace().unwrap_or_default();
         let api = Api::namespaced(ctx.client.clone(), &namespace);
         let status = ct.status.clone().unwrap_or_default();
-        // The recorded percent belongs to this generation unless the status
-        // settled an earlier one: a run in flight (resumed after a restart or
-        // a transient failure) and a retry of this generation continue from it.
-        let settled = matches!(status.phase, Some(Phase::Ready | Phase::Error));
-        let same_generation = !settled || status.observed_generation == ct.metadata.generation;
+        let last_percent = resumed_percent(&status, ct.metadata.generation);
         Self {
             ctx,
             api,
@@ -74,8 +105,7 @@ impl<'a> Job<'a> {
             max_node_operations,
             template,
             template_hash: None,
-            // Percent never decreases within a generation, also across restarts.
-            last_percent: if same_generation { status.progress.unwrap_or(0) } else { 0 },
+            last_percent,
             span: (0, 100),
             saved: status.clone(),
             status,
@@ -126,21 +156,20 @@ impl<'a> Job<'a> {
     /// Records progress in status and publishes it as a `step` event.
     /// `step` is how far the running stage is, 0 to 100 of its own span.
     pub async fn progress(&mut self, step: i32, message: impl Into<String>) -> Result<(), Error> {
-        let (start, end) = self.span;
-        self.report(start + (end - start) * step.clamp(0, 100) / 100, message.into()).await
+        self.report(span_percent(self.span, step), message.into()).await
     }
 
     /// Records an absolute percent (never below the last one) in status and
     /// publishes it as a `step` event of the running stage.
     async fn report(&mut self, percent: i32, message: String) -> Result<(), Error> {
-        let percent = percent.max(self.last_percent);
+        let percent = next_percent(self.last_percent, percent);
         self.last_percent = percent;
         self.status.progress = Some(percent);
         self.status.message = Some(message.clone());
         self.save().await?;
         if let Some(stage) = self.current_stage() {
             tracing::debug!(step = stage.as_str(), percent, "{message}");
-            let event = ProgressEvent::step(&self.identity(), stage.as_str(), percent as u8, &message)
+            let event = ProgressEvent::step(&self.identity(), stage.as_str(), event_percent(percent), &message)
                 .with_vmid(self.vmid_for_events());
             self.ctx.progress.publish(&event).await;
         }
@@ -155,8 +184,9 @@ impl<'a> Job<'a> {
             Stream::Stderr => LogStream::Stderr,
         };
         let step = self.current_stage().unwrap_or(StageName::Syncing);
-        let event = ProgressEvent::log(&self.identity(), step.as_str(), self.last_percent as u8, stream, script, line)
-            .with_vmid(self.vmid_for_events());
+        let event =
+            ProgressEvent::log(&self.identity(), step.as_str(), event_percent(self.last_percent), stream, script, line)
+                .with_vmid(self.vmid_for_events());
         self.ctx.progress.publish(&event).await;
     }
 
@@ -295,5 +325,165 @@ impl<'a> Job<'a> {
     /// Logs and publishes a Kubernetes Event on the Container.
     pub async fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
         k8s::publish_event(&self.ctx.recorder, self.ct.as_ref(), type_, reason, action, note).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::controller::container::reconfigure;
+    use crate::controller::container::stages::STAGES;
+
+    /// What a run does that touches the percent.
+    #[derive(Clone, Debug)]
+    enum Act {
+        /// The stage at this index of the table begins (the pipeline sets
+        /// its phase and span before the stage reports anything).
+        Enter(usize),
+        /// The running stage reports a step, 0 to 100 of its span (or out of
+        /// range).
+        Step(i32),
+        /// A reconfiguration step is published (day-2 change, drift).
+        Reconfigure,
+        /// A script prints a line.
+        Log,
+        /// The run fails and publishes an `error` event.
+        Fail,
+        /// The controller restarts: the next reconcile of the same generation
+        /// picks the run up from the status as it was written.
+        Restart,
+    }
+
+    fn act() -> impl Strategy<Value = Act> {
+        prop_oneof![
+            (0..STAGES.len()).prop_map(Act::Enter),
+            (0..=100i32).prop_map(Act::Step),
+            any::<i32>().prop_map(Act::Step),
+            Just(Act::Reconfigure),
+            Just(Act::Log),
+            Just(Act::Fail),
+            Just(Act::Restart),
+        ]
+    }
+
+    /// What a run of `acts` writes and publishes, from `status`.
+    #[derive(Debug, Default)]
+    struct Trace {
+        /// The percent each reconcile started from.
+        starts: Vec<i32>,
+        /// Every `status.progress` written.
+        written: Vec<i32>,
+        /// The percents of the events each reconcile published.
+        events: Vec<Vec<u8>>,
+    }
+
+    fn run(mut status: ContainerStatus, generation: Option<i64>, acts: &[Act]) -> Trace {
+        let mut last = resumed_percent(&status, generation);
+        let mut trace = Trace { starts: vec![last], events: vec![Vec::new()], ..Trace::default() };
+        let mut span = None;
+        for act in acts {
+            let events = trace.events.last_mut().expect("a reconcile");
+            match act {
+                Act::Enter(index) => {
+                    span = Some(STAGES[*index].percent);
+                    status.phase = Some(STAGES[*index].phase);
+                }
+                Act::Step(step) => {
+                    let Some(span) = span else { continue };
+                    last = next_percent(last, span_percent(span, *step));
+                    status.progress = Some(last);
+                    trace.written.push(last);
+                    events.push(event_percent(last));
+                }
+                Act::Reconfigure => {
+                    let (after, percent) = reconfigure::step_percent(last);
+                    last = after;
+                    events.push(percent);
+                }
+                Act::Log | Act::Fail => events.push(event_percent(last)),
+                Act::Restart => {
+                    last = resumed_percent(&status, generation);
+                    span = None;
+                    trace.starts.push(last);
+                    trace.events.push(Vec::new());
+                }
+            }
+        }
+        trace
+    }
+
+    fn rising<T: PartialOrd>(values: &[T]) -> bool {
+        values.windows(2).all(|w| w[0] <= w[1])
+    }
+
+    /// A day-2 change of a Ready Container starts its new generation at 0,
+    /// and reconfiguring publishes 38%: what comes next must not go back.
+    #[test]
+    fn a_failure_after_reconfiguring_stays_at_its_percent() {
+        let ready = ContainerStatus {
+            phase: Some(Phase::Ready),
+            progress: Some(100),
+            observed_generation: Some(1),
+            ..Default::default()
+        };
+        let trace = run(ready, Some(2), &[Act::Reconfigure, Act::Log, Act::Fail]);
+        assert_eq!(trace.starts, [0]);
+        assert_eq!(trace.events, [vec![38, 38, 38]]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Percent never decreases within a generation: whatever the stages
+        /// report, in whatever order, and across controller restarts; and
+        /// the events one reconcile publishes (steps, script lines,
+        /// reconfiguration, the failure) never go back either.
+        #[test]
+        fn percent_never_decreases(
+            phase in proptest::option::of(proptest::sample::select(Phase::ALL.to_vec())),
+            progress in proptest::option::of(0..=100i32),
+            observed in proptest::option::of(1..=2i64),
+            acts in proptest::collection::vec(act(), 0..64),
+        ) {
+            let status = ContainerStatus { phase, progress, observed_generation: observed, ..Default::default() };
+            let trace = run(status, Some(2), &acts);
+            prop_assert!(rising(&trace.written), "status.progress: {:?}", trace.written);
+            prop_assert!(trace.written.iter().all(|p| (0..=100).contains(p)), "{:?}", trace.written);
+            for (start, events) in trace.starts.iter().zip(&trace.events) {
+                prop_assert!(rising(events), "events of one reconcile: {:?}", events);
+                prop_assert!(events.iter().all(|p| i32::from(*p) >= *start && *p <= 100), "{:?}", events);
+            }
+        }
+
+        /// A step lands in the span of its stage, and a later step of the same
+        /// stage never lands before an earlier one.
+        #[test]
+        fn a_step_lands_in_its_span(index in 0..STAGES.len(), a in any::<i32>(), b in any::<i32>()) {
+            let span = STAGES[index].percent;
+            let (pa, pb) = (span_percent(span, a), span_percent(span, b));
+            prop_assert!(span.0 <= pa && pa <= span.1);
+            if a <= b {
+                prop_assert!(pa <= pb);
+            }
+            prop_assert_eq!(span_percent(span, 0), span.0);
+            prop_assert_eq!(span_percent(span, 100), span.1);
+        }
+
+        /// A new generation after Ready or Error starts again from 0; anything
+        /// else resumes from the recorded percent.
+        #[test]
+        fn a_run_resumes_only_its_own_generation(
+            phase in proptest::option::of(proptest::sample::select(Phase::ALL.to_vec())),
+            progress in proptest::option::of(0..=100i32),
+            observed in proptest::option::of(1..=3i64),
+            generation in proptest::option::of(1..=3i64),
+        ) {
+            let status = ContainerStatus { phase, progress, observed_generation: observed, ..Default::default() };
+            let settled = matches!(phase, Some(Phase::Ready | Phase::Error));
+            let expected = if settled && observed != generation { 0 } else { progress.unwrap_or(0) };
+            prop_assert_eq!(resumed_percent(&status, generation), expected);
+        }
     }
 }

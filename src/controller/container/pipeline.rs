@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::EventType;
 
-use super::job::Job;
+use super::job::{event_percent, Job};
 use super::plan;
 use super::power;
 use super::reconfigure;
@@ -243,7 +243,7 @@ async fn record_failure(
     }
     job.save().await?;
     job.event(EventType::Warning, reason, action, message.clone()).await;
-    job.publish(ProgressEvent::error(&job.identity(), step, job.last_percent as u8, &message)).await;
+    job.publish(ProgressEvent::error(&job.identity(), step, event_percent(job.last_percent), &message)).await;
     job.ctx.metrics.reconcile_failure(error.reason());
     Ok(())
 }

@@ -17,7 +17,7 @@
 
 use kube::runtime::events::EventType;
 
-use super::job::Job;
+use super::job::{event_percent, next_percent, Job};
 use super::settings::Settings;
 use crate::crd::conditions::{reasons, set_condition, types, DesiredCondition};
 use crate::crd::{RestartPolicy, RETRY_ANNOTATION};
@@ -159,6 +159,16 @@ fn record_pending(job: &mut Job<'_>, pending: &[String]) {
 async fn step(job: &mut Job<'_>, message: String) {
     tracing::info!(step = STEP, "{message}");
     job.status.message = Some(message.clone());
-    let percent = job.last_percent.clamp(i32::from(PERCENT), 100) as u8;
+    let (last, percent) = step_percent(job.last_percent);
+    job.last_percent = last;
     job.publish(ProgressEvent::step(&job.identity(), STEP, percent, &message)).await;
+}
+
+/// The run's last percent after a reconfiguration step, and the percent of
+/// the step's event: where the work sits, or further if the run got there
+/// already. The run's percent moves up to it, so the events after it (a
+/// failure, script output) do not go back to the percent before.
+pub(super) fn step_percent(last: i32) -> (i32, u8) {
+    let percent = next_percent(last, i32::from(PERCENT));
+    (percent, event_percent(percent))
 }
