@@ -311,18 +311,23 @@ impl Client {
     }
 }
 
-/// The `data` (and `total`) of a successful answer's body.
+/// The `data` (and `total`) of a successful answer's body. Only an object is
+/// an envelope: serde would also read `[data, total]` as one.
 pub(crate) fn decode_answer<T: DeserializeOwned>(
     method: &'static str,
     path: &ApiPath,
     body: &[u8],
 ) -> Result<Answer<T>, Error> {
-    let envelope: Envelope<T> = serde_json::from_slice(body).map_err(|e| Error::Decode {
+    let decode = |detail: String| Error::Decode {
         method,
         endpoint: path.template,
         path: path.render(),
-        detail: format!("{e} in {}", snippet(body)),
-    })?;
+        detail: format!("{detail} in {}", snippet(body)),
+    };
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(decode("expected an object with `data`".to_owned()));
+    }
+    let envelope: Envelope<T> = serde_json::from_slice(body).map_err(|e| decode(e.to_string()))?;
     Ok(Answer { data: envelope.data, total: envelope.total })
 }
 
@@ -484,6 +489,28 @@ mod tests {
         let client = Client::new(config.clone()).expect("client");
         for text in [format!("{config:?}"), format!("{client:?}")] {
             assert!(!text.contains("s3cr3t"), "{text}");
+        }
+    }
+
+    #[test]
+    fn only_an_object_is_an_envelope() {
+        let path = ApiPath::new("/version", &[]);
+        let cases: [(&[u8], Option<(serde_json::Value, Option<u64>)>); 6] = [
+            (br#"{"data":{"version":"8.3.0"}}"#, Some((serde_json::json!({"version": "8.3.0"}), None))),
+            (b" {\"data\":[1,2],\"total\":2}\n", Some((serde_json::json!([1, 2]), Some(2)))),
+            (br#"{"data":null}"#, Some((serde_json::Value::Null, None))),
+            // A positional array is not an envelope, though serde reads it as one.
+            (br#"["6\/n6\/n"]          "#, None),
+            (br#"[{"version":"8.3.0"}, 1]"#, None),
+            (b"", None),
+        ];
+        for (body, expected) in cases {
+            let decoded = decode_answer::<serde_json::Value>("GET", &path, body).map(|a| (a.data, a.total));
+            match (decoded, expected) {
+                (Ok(got), Some(expected)) => assert_eq!(got, expected, "{}", String::from_utf8_lossy(body)),
+                (Err(Error::Decode { .. }), None) => {}
+                (got, _) => panic!("{}: {got:?}", String::from_utf8_lossy(body)),
+            }
         }
     }
 

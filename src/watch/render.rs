@@ -72,7 +72,7 @@ pub fn event_line(event: &ProgressEvent, color: bool) -> String {
             }
         }
         EventType::Complete => ("complete".to_owned(), message, GREEN),
-        EventType::Error => ("error".to_owned(), format!("{} failed: {message}", event.step), RED),
+        EventType::Error => ("error".to_owned(), format!("{} failed: {message}", printable(&event.step)), RED),
     };
     let label = printable(&label);
     match event.event_type {
@@ -243,6 +243,16 @@ mod tests {
         for (event, expected) in cases {
             assert_eq!(event_line(&event, false), expected);
         }
+    }
+
+    #[test]
+    fn a_failed_step_with_control_characters_cannot_redraw_the_terminal() {
+        let entry = b"{\"type\": \"error\", \"step\": \"\x7fn\", \"percent\": 77, \"message\": \"scr\", \
+            \"timestamp\":\"226-01-01T0:0:00Z\", \"container\": {\"namespace\": \"d\", \"name\": \"w1\", \"uid\": \"1\"}}";
+        let mut event: ProgressEvent = serde_json::from_slice(entry).expect("the stream entry is an event");
+        assert_eq!(event_line(&event, false), "[ 77%] error      \u{fffd}n failed: scr");
+        event.step = "\x1b[2Jsyncing".into();
+        assert_eq!(event_line(&event, false), "[ 77%] error      \u{fffd}[2Jsyncing failed: scr");
     }
 
     #[test]
