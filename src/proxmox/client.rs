@@ -495,7 +495,8 @@ mod tests {
     #[test]
     fn only_an_object_is_an_envelope() {
         let path = ApiPath::new("/version", &[]);
-        let cases: [(&[u8], Option<(serde_json::Value, Option<u64>)>); 6] = [
+        type Decoded = Option<(serde_json::Value, Option<u64>)>;
+        let cases: [(&[u8], Decoded); 6] = [
             (br#"{"data":{"version":"8.3.0"}}"#, Some((serde_json::json!({"version": "8.3.0"}), None))),
             (b" {\"data\":[1,2],\"total\":2}\n", Some((serde_json::json!([1, 2]), Some(2)))),
             (br#"{"data":null}"#, Some((serde_json::Value::Null, None))),
