@@ -69,7 +69,15 @@ async fn memory_changed_through_the_proxmox_api_is_set_back() {
     assert_eq!(guest(&world, vmid).await.expect("guest")["limits"]["memory"], "2048", "in effect at once");
     wait_guest(&world, vmid, "got its memory back", |g| g["limits"]["memory"] == "512").await;
 
-    let notes = world.event_notes("mem", "DriftCorrected").await.expect("events");
+    // The Event follows the read-back of the config in effect.
+    let mut notes = Vec::new();
+    for _ in 0..150 {
+        notes = world.event_notes("mem", "DriftCorrected").await.expect("events");
+        if notes.iter().any(|n| n.contains("memory")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(notes.iter().any(|n| n.contains("memory")), "an Event names the key: {notes:?}");
     let ct = world.wait_phase("mem", Phase::Ready, READY_TIMEOUT).await.expect("still Ready");
     assert_eq!(ct.status.and_then(|s| s.vmid), Some(vmid));
