@@ -105,13 +105,7 @@ mod tests {
     use super::*;
 
     fn split(chunks: &[&[u8]]) -> Vec<String> {
-        let mut splitter = LineSplitter::default();
-        let mut lines = Vec::new();
-        for chunk in chunks {
-            splitter.push(chunk, |line| lines.push(line.to_owned()));
-        }
-        splitter.finish(|line| lines.push(line.to_owned()));
-        lines
+        crate::fuzzing::split_lines(chunks)
     }
 
     #[test]
