@@ -108,6 +108,14 @@ fn begin(job: &mut Job<'_>, decision: &plan::Run) {
             })
             .collect();
     }
+    // A run out of Error is underway from here: the phase names the first
+    // stage it runs, so no status written before that stage starts (a
+    // reconfiguration, progress) shows Error next to the retry it acts on.
+    if job.status.phase == Some(Phase::Error) {
+        let next = STAGES.iter().find(|stage| !job.status.stage_succeeded(stage.name));
+        job.status.phase = Some(next.map_or(Phase::Finalizing, |stage| stage.phase));
+        job.status.message = None;
+    }
 }
 
 async fn run_stage(job: &mut Job<'_>, stage: &Stage) -> Result<(), Error> {
