@@ -197,9 +197,8 @@ impl ProgressSink for NoopPublisher {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProgressError {
-    /// The message deliberately leaves the URL out: it may hold a password.
-    #[error("the Redis URL is not valid")]
-    InvalidUrl(#[source] redis::RedisError),
+    #[error(transparent)]
+    Redis(#[from] crate::redis_client::RedisUrlError),
 }
 
 /// Timeouts and back-off of [`RedisPublisher`].
@@ -261,8 +260,13 @@ impl std::fmt::Debug for RedisPublisher {
 
 impl RedisPublisher {
     /// Validates `url`; no connection is made until the first publish.
-    pub fn new(url: &str, metrics: Metrics, settings: PublisherSettings) -> Result<Self, ProgressError> {
-        let client = redis::Client::open(url).map_err(ProgressError::InvalidUrl)?;
+    pub fn new(
+        url: &str,
+        ca_file: Option<&std::path::Path>,
+        metrics: Metrics,
+        settings: PublisherSettings,
+    ) -> Result<Self, ProgressError> {
+        let client = crate::redis_client::open(url, ca_file)?;
         Ok(Self {
             client,
             address: redacted_address(url),
@@ -398,8 +402,8 @@ impl ProgressSink for RedisPublisher {
     }
 }
 
-/// Events waiting for the publisher task; beyond this, new events are
-/// dropped (and counted) rather than making a stage wait.
+/// Events waiting for the publisher task; beyond this, the oldest queued
+/// output line makes room for each new event, so a stage never waits.
 pub const QUEUE_CAPACITY: usize = 8192;
 
 /// Events published in one round trip at most.
@@ -410,67 +414,200 @@ enum Queued {
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
+/// Output lines of one container left out at the full queue, reported where
+/// they were by one `log` event.
+struct Gap {
+    last: ProgressEvent,
+    lines: u64,
+}
+
+impl Gap {
+    fn event(&self) -> ProgressEvent {
+        let last = &self.last;
+        let lines = self.lines;
+        let noun = if lines == 1 { "line" } else { "lines" };
+        ProgressEvent::log(
+            &last.container,
+            last.step.clone(),
+            last.percent,
+            last.stream.unwrap_or(LogStream::Stdout),
+            last.script.clone().unwrap_or_default(),
+            format!("[{lines} {noun} of output left out: the progress publisher could not keep up]"),
+        )
+        .with_vmid(last.vmid)
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    items: std::collections::VecDeque<Queued>,
+    /// Events in `items` (flush markers are not counted).
+    events: usize,
+    /// By stream key.
+    gaps: std::collections::HashMap<String, Gap>,
+    closed: bool,
+}
+
+impl Queue {
+    /// Puts `event` at the back; when `capacity` events are queued, the
+    /// oldest output line goes (or, with none queued, the oldest event).
+    /// Returns whether an event was dropped.
+    fn push(&mut self, event: ProgressEvent, capacity: usize) -> bool {
+        let mut dropped = false;
+        if self.events >= capacity {
+            let is_event = |item: &Queued| matches!(item, Queued::Event(_));
+            let is_log = |item: &Queued| matches!(item, Queued::Event(e) if e.event_type == EventType::Log);
+            let oldest = self.items.iter().position(is_log).or_else(|| self.items.iter().position(is_event));
+            if let Some(Queued::Event(old)) = oldest.and_then(|index| self.items.remove(index)) {
+                self.events -= 1;
+                self.left_out(*old);
+                dropped = true;
+            }
+        }
+        self.items.push_back(Queued::Event(Box::new(event)));
+        self.events += 1;
+        dropped
+    }
+
+    fn left_out(&mut self, event: ProgressEvent) {
+        if event.event_type != EventType::Log {
+            return;
+        }
+        let gap = self.gaps.entry(event.stream_key()).or_insert_with(|| Gap { last: event.clone(), lines: 0 });
+        gap.lines += 1;
+        gap.last = event;
+    }
+
+    /// The next batch: up to [`BATCH`] events from the front, ending at a
+    /// flush marker, whose sender is returned to be answered once the batch
+    /// is out. Each gap is reported before the first output line of its
+    /// container in the batch (the lines left out were older than every
+    /// line still queued), or at the end.
+    fn take(&mut self) -> (Vec<ProgressEvent>, Option<tokio::sync::oneshot::Sender<()>>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut flush = None;
+        while batch.len() < BATCH {
+            match self.items.pop_front() {
+                Some(Queued::Event(event)) => {
+                    self.events -= 1;
+                    batch.push(*event);
+                }
+                Some(Queued::Flush(done)) => {
+                    flush = Some(done);
+                    break;
+                }
+                None => break,
+            }
+        }
+        for (key, gap) in self.gaps.drain() {
+            let at = batch
+                .iter()
+                .position(|e| e.event_type == EventType::Log && e.stream_key() == key)
+                .unwrap_or(batch.len());
+            batch.insert(at, gap.event());
+        }
+        (batch, flush)
+    }
+}
+
+struct Shared {
+    queue: std::sync::Mutex<Queue>,
+    capacity: usize,
+    ready: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // The lock is never held across a panic point that could poison it;
+        // a poisoned queue is still a consistent queue.
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// A sink in front of another: `publish` only puts the event in a bounded
-/// queue, and one task publishes the queue in order, in batches. A full queue
-/// drops the event and counts it in `infrahaus_progress_events_dropped_total`.
+/// queue, and one task publishes the queue in order, in batches, so a slow
+/// Redis never holds a stage.
+///
+/// When the queue is full, the oldest queued output line makes room (counted
+/// in `infrahaus_progress_events_dropped_total`): a flood of output keeps its
+/// newest lines, which tell how a script ended, and step, complete and error
+/// events are not given up for output. Where lines were left out, a `log`
+/// event says how many, so a reader of the stream sees the gap.
 /// One queue and one task keep every container's events in the order they
 /// were handed over.
 pub struct QueuedPublisher {
-    queue: tokio::sync::mpsc::Sender<Queued>,
+    shared: Arc<Shared>,
     metrics: Metrics,
 }
 
 impl QueuedPublisher {
     /// Starts the publisher task on the current runtime; it ends when the
-    /// last handle to the queue is dropped, after publishing what is queued.
+    /// queue's handle is dropped, after publishing what is queued.
     pub fn spawn(inner: Arc<dyn ProgressSink>, capacity: usize, metrics: Metrics) -> Self {
-        let (queue, mut items) = tokio::sync::mpsc::channel::<Queued>(capacity.max(1));
+        let shared = Arc::new(Shared {
+            queue: Default::default(),
+            capacity: capacity.max(1),
+            ready: tokio::sync::Notify::new(),
+        });
+        let task = shared.clone();
         tokio::spawn(async move {
-            let mut buffer = Vec::with_capacity(BATCH);
-            let mut batch = Vec::with_capacity(BATCH);
-            while items.recv_many(&mut buffer, BATCH).await > 0 {
-                for item in buffer.drain(..) {
-                    match item {
-                        Queued::Event(event) => batch.push(*event),
-                        Queued::Flush(done) => {
-                            inner.publish_all(&batch).await;
-                            batch.clear();
-                            let _ = done.send(());
-                        }
+            loop {
+                let (batch, flush, closed) = {
+                    let mut queue = task.queue();
+                    let (batch, flush) = queue.take();
+                    (batch, flush, queue.closed)
+                };
+                if batch.is_empty() && flush.is_none() {
+                    if closed {
+                        break;
                     }
+                    task.ready.notified().await;
+                    continue;
                 }
                 inner.publish_all(&batch).await;
-                batch.clear();
+                if let Some(done) = flush {
+                    let _ = done.send(());
+                }
             }
         });
-        Self { queue, metrics }
+        Self { shared, metrics }
+    }
+}
+
+impl Drop for QueuedPublisher {
+    fn drop(&mut self) {
+        self.shared.queue().closed = true;
+        self.shared.ready.notify_one();
     }
 }
 
 #[async_trait]
 impl ProgressSink for QueuedPublisher {
     async fn publish(&self, event: &ProgressEvent) {
-        if self.queue.try_send(Queued::Event(Box::new(event.clone()))).is_err() {
+        let dropped = self.shared.queue().push(event.clone(), self.shared.capacity);
+        if dropped {
             self.metrics.progress_event_dropped();
         }
+        self.shared.ready.notify_one();
     }
 
     async fn flush(&self, timeout: Duration) {
         let (done, flushed) = tokio::sync::oneshot::channel();
-        let _ = tokio::time::timeout(timeout, async {
-            if self.queue.send(Queued::Flush(done)).await.is_ok() {
-                let _ = flushed.await;
-            }
-        })
-        .await;
+        self.shared.queue().items.push_back(Queued::Flush(done));
+        self.shared.ready.notify_one();
+        let _ = tokio::time::timeout(timeout, flushed).await;
     }
 }
 
 /// The sink for an optional Redis URL: Redis when given, otherwise nothing.
-pub fn progress_sink(redis_url: Option<&str>, metrics: Metrics) -> Result<Arc<dyn ProgressSink>, ProgressError> {
+pub fn progress_sink(
+    redis_url: Option<&str>,
+    ca_file: Option<&std::path::Path>,
+    metrics: Metrics,
+) -> Result<Arc<dyn ProgressSink>, ProgressError> {
     match redis_url.filter(|url| !url.is_empty()) {
         Some(url) => {
-            let redis = Arc::new(RedisPublisher::new(url, metrics.clone(), PublisherSettings::default())?);
+            let redis = Arc::new(RedisPublisher::new(url, ca_file, metrics.clone(), PublisherSettings::default())?);
             Ok(Arc::new(QueuedPublisher::spawn(redis, QUEUE_CAPACITY, metrics)))
         }
         None => Ok(Arc::new(NoopPublisher)),
@@ -591,16 +728,16 @@ mod tests {
 
     #[test]
     fn invalid_urls_are_rejected_without_echoing_them() {
-        let error = RedisPublisher::new("http://:s3cret@x", Metrics::new(), PublisherSettings::default())
+        let error = RedisPublisher::new("http://:s3cret@x", None, Metrics::new(), PublisherSettings::default())
             .expect_err("not a redis URL");
         assert!(!error.to_string().contains("s3cret"));
     }
 
     #[tokio::test]
     async fn without_a_url_events_go_nowhere() {
-        let sink = progress_sink(None, Metrics::new()).expect("no URL is fine");
+        let sink = progress_sink(None, None, Metrics::new()).expect("no URL is fine");
         sink.publish(&ProgressEvent::step(&web_1(), "creating", 5, "")).await;
-        let sink = progress_sink(Some(""), Metrics::new()).expect("an empty URL is fine");
+        let sink = progress_sink(Some(""), None, Metrics::new()).expect("an empty URL is fine");
         sink.publish(&ProgressEvent::step(&web_1(), "creating", 5, "")).await;
     }
 
@@ -624,29 +761,83 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_stuck_sink_holds_no_caller_and_a_full_queue_drops_and_counts() {
-        let inner = Arc::new(Gated {
+    fn gated() -> Arc<Gated> {
+        Arc::new(Gated {
             gate: tokio::sync::Semaphore::new(0),
             picked_up: tokio::sync::Notify::new(),
             seen: Default::default(),
-        });
+        })
+    }
+
+    fn line(n: usize) -> ProgressEvent {
+        ProgressEvent::log(&web_1(), "syncing", 65, LogStream::Stdout, "10-a.sh", n.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_stuck_sink_holds_no_caller_and_a_full_queue_keeps_the_newest_lines() {
+        let inner = gated();
         let metrics = Metrics::new();
         let queue = QueuedPublisher::spawn(inner.clone(), 10, metrics.clone());
-        let step = |n: usize| ProgressEvent::step(&web_1(), "syncing", 65, n.to_string());
 
-        queue.publish(&step(0)).await;
+        queue.publish(&line(0)).await;
         inner.picked_up.notified().await;
-        // The publisher task is stuck on event 0: ten more fit, the rest go.
+        // The publisher task is stuck on line 0: ten more fit, and each
+        // line after them pushes out the oldest one queued.
         for n in 1..=100 {
-            queue.publish(&step(n)).await;
+            queue.publish(&line(n)).await;
         }
         assert_eq!(metrics.progress_events_dropped(), 90);
 
         inner.gate.add_permits(1000);
         queue.flush(Duration::from_secs(10)).await;
         let seen = inner.seen.lock().expect("lock").clone();
-        let expected: Vec<String> = (0..=10).map(|n| n.to_string()).collect();
-        assert_eq!(seen, expected, "what was queued arrives, in order");
+        let mut expected = vec!["0".to_string()];
+        expected.push("[90 lines of output left out: the progress publisher could not keep up]".into());
+        expected.extend((91..=100).map(|n| n.to_string()));
+        assert_eq!(seen, expected, "the newest lines arrive in order, after a note of the gap");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_gives_up_output_lines_before_steps() {
+        let inner = gated();
+        let metrics = Metrics::new();
+        let queue = QueuedPublisher::spawn(inner.clone(), 4, metrics.clone());
+        let step = |message: &str| ProgressEvent::step(&web_1(), "syncing", 70, message);
+
+        queue.publish(&step("held")).await;
+        inner.picked_up.notified().await;
+        queue.publish(&step("a")).await;
+        for n in 1..=5 {
+            queue.publish(&line(n)).await;
+        }
+        queue.publish(&step("b")).await;
+        queue.publish(&ProgressEvent::complete(&web_1(), "done")).await;
+        assert_eq!(metrics.progress_events_dropped(), 4);
+
+        inner.gate.add_permits(1000);
+        queue.flush(Duration::from_secs(10)).await;
+        let seen = inner.seen.lock().expect("lock").clone();
+        assert_eq!(
+            seen,
+            ["held", "a", "[4 lines of output left out: the progress publisher could not keep up]", "5", "b", "done"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_queue_publishes_what_it_held() {
+        let inner = gated();
+        inner.gate.add_permits(1000);
+        let queue = QueuedPublisher::spawn(inner.clone(), 100, Metrics::new());
+        for n in 0..3 {
+            queue.publish(&line(n)).await;
+        }
+        drop(queue);
+        for _ in 0..100 {
+            if inner.seen.lock().expect("lock").len() == 3 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the queue was not published: {:?}", inner.seen.lock().expect("lock"));
     }
 }
