@@ -71,6 +71,12 @@ pub(super) async fn run(job: &mut Job<'_>, drift: bool) -> Result<(), Error> {
         let upid = job.pve.resize_lxc(&node, vmid, "rootfs", &size).await?;
         job.follow_task(&upid).await?;
         changed.push("rootfs");
+    } else if let Some(gib) = settings.disk_kept_larger(&config) {
+        let note = format!(
+            "CT {vmid}: the root disk stays at {gib} GiB, larger than diskGiB {}: Proxmox cannot shrink a disk",
+            settings.disk_gib
+        );
+        job.event(EventType::Warning, "DiskNotShrunk", ACTION, note).await;
     }
 
     let mut pending = pending_keys(job, vmid).await?;

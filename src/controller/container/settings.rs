@@ -82,6 +82,13 @@ impl Settings {
         let current = config.rootfs_bytes()?;
         (current < wanted).then(|| format!("{}G", self.disk_gib))
     }
+
+    /// The rootfs size in whole GiB when it is larger than asked for (a
+    /// `diskGiB` set below the size the guest was created with).
+    pub fn disk_kept_larger(&self, config: &LxcConfig) -> Option<u64> {
+        let current = config.rootfs_bytes()?;
+        (current > u64::from(self.disk_gib) << 30).then_some(current >> 30)
+    }
 }
 
 #[cfg(test)]
@@ -123,5 +130,7 @@ mod tests {
 
         let larger = config(serde_json::json!({"rootfs": "local-lvm:vm-100-disk-0,size=20G"}));
         assert_eq!(settings.disk_growth(&larger), None, "never shrinks");
+        assert_eq!(settings.disk_kept_larger(&larger), Some(20));
+        assert_eq!(settings.disk_kept_larger(&same), None);
     }
 }
