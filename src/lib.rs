@@ -12,6 +12,7 @@ pub mod leader;
 pub mod metrics;
 pub mod progress;
 pub mod proxmox;
+pub mod redis_client;
 pub mod run;
 pub mod shutdown;
 pub mod ssh;

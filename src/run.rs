@@ -28,6 +28,10 @@ pub struct RunArgs {
     /// the controller runs the same and publishes nothing.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// The PEM file of the CA that signed the certificate of a TLS Redis
+    /// (`rediss://`), when the system's roots do not cover it.
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Only reconcile Containers in this namespace (empty: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE", default_value = "")]
     pub watch_namespace: String,
@@ -76,8 +80,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("loading the SSH key from Secret {}/{}", namespace, sshkey::SECRET_NAME))?;
     let ssh_public_key = ssh_key.public_key_line().context("encoding the SSH public key")?;
-    let progress =
-        progress::progress_sink(args.redis_url.as_deref(), metrics.clone()).context("invalid --redis-url")?;
+    let progress = progress::progress_sink(args.redis_url.as_deref(), args.redis_ca_file.as_deref(), metrics.clone())
+        .context("invalid --redis-url or --redis-ca-file")?;
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), k8s::reporter()),
         client: client.clone(),

@@ -25,6 +25,7 @@ mod process;
 mod progress;
 mod proxmox_client;
 mod reconfigure;
+mod redis_security;
 mod replicas;
 mod restarts;
 mod resync;

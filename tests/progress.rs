@@ -44,7 +44,7 @@ async fn a_subscriber_and_the_replay_stream_see_the_same_events_in_order() -> Re
     subscriber.subscribe(progress_channel(&container.namespace, &container.name)).await?;
 
     let metrics = Metrics::new();
-    let publisher = RedisPublisher::new(&redis.url, metrics.clone(), PublisherSettings::default())?;
+    let publisher = RedisPublisher::new(&redis.url, None, metrics.clone(), PublisherSettings::default())?;
     let events = pipeline_events(&container);
     for event in &events {
         publisher.publish(event).await;
@@ -90,7 +90,7 @@ async fn a_subscriber_and_the_replay_stream_see_the_same_events_in_order() -> Re
 async fn the_replay_stream_is_capped_near_a_thousand_entries() -> Result<()> {
     let redis = testbed::redis().await?;
     let container = ContainerRef::new("progress-cap", "chatty", "uid");
-    let publisher = RedisPublisher::new(&redis.url, Metrics::new(), PublisherSettings::default())?;
+    let publisher = RedisPublisher::new(&redis.url, None, Metrics::new(), PublisherSettings::default())?;
     for line in 0..1500 {
         let event = ProgressEvent::log(&container, "syncing", 70, LogStream::Stdout, "loop.sh", line.to_string());
         publisher.publish(&event).await;
@@ -111,7 +111,7 @@ async fn a_stopped_redis_neither_fails_nor_slows_publishing() -> Result<()> {
     let redis = testbed::dedicated_redis().await?;
     let container = ContainerRef::new("progress-outage", "web-1", "uid");
     let metrics = Metrics::new();
-    let publisher = RedisPublisher::new(&redis.url, metrics.clone(), PublisherSettings::default())?;
+    let publisher = RedisPublisher::new(&redis.url, None, metrics.clone(), PublisherSettings::default())?;
     publisher.publish(&ProgressEvent::step(&container, "creating", 5, "before the outage")).await;
     assert_eq!(metrics.redis_publish_failures(), 0);
 
@@ -133,7 +133,7 @@ async fn a_hung_redis_costs_one_timeout_then_nothing() -> Result<()> {
     let redis = testbed::dedicated_redis().await?;
     let container = ContainerRef::new("progress-hung", "web-1", "uid");
     let metrics = Metrics::new();
-    let publisher = RedisPublisher::new(&redis.url, metrics.clone(), PublisherSettings::default())?;
+    let publisher = RedisPublisher::new(&redis.url, None, metrics.clone(), PublisherSettings::default())?;
     publisher.publish(&ProgressEvent::step(&container, "creating", 5, "connected")).await;
 
     // A stopped (not dead) server accepts nothing and answers nothing: the
@@ -164,7 +164,7 @@ async fn publishing_resumes_on_a_new_connection_after_the_backoff() -> Result<()
         max_backoff: Duration::from_millis(400),
         ..PublisherSettings::default()
     };
-    let publisher = RedisPublisher::new(&redis.url, metrics.clone(), settings)?;
+    let publisher = RedisPublisher::new(&redis.url, None, metrics.clone(), settings)?;
     publisher.publish(&ProgressEvent::step(&container, "creating", 5, "first")).await;
 
     // Dropping the publisher's connection from the server side is what a

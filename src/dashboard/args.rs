@@ -26,6 +26,10 @@ pub struct DashboardArgs {
     /// status is followed through the Kubernetes API instead.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// The PEM file of the CA that signed the certificate of a TLS Redis
+    /// (`rediss://`), when the system's roots do not cover it.
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// `kubernetes` (bearer tokens) or `none` (only on a loopback address).
     #[arg(long, env = "DASHBOARD_AUTH", value_enum, default_value_t = AuthMode::Kubernetes)]
     pub auth: AuthMode,

@@ -148,7 +148,7 @@ mod tests {
 
     #[test]
     fn entries_sent_or_queued_already_are_dropped() {
-        let hub = Arc::new(Hub::new("redis://127.0.0.1:1").expect("a URL"));
+        let hub = Arc::new(Hub::new("redis://127.0.0.1:1", None).expect("a URL"));
         let permit = StreamLimits::new(1, 1).acquire("alice").expect("a place");
         let mut follow = RedisFollow {
             hub,

@@ -96,9 +96,9 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(url: &str) -> anyhow::Result<Self> {
+    pub fn new(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<Self> {
         // The URL may hold a password: it is never echoed.
-        let client = redis::Client::open(url).map_err(|_| anyhow::anyhow!("the Redis URL is not valid"))?;
+        let client = crate::redis_client::open(url, ca_file)?;
         Ok(Self { client, replay: Mutex::new(None), followers: Arc::default() })
     }
 

@@ -36,7 +36,7 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing signal handlers")?;
     let client = kube::Client::try_default().await.context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
     let hub = match args.redis_url.as_deref().filter(|url| !url.is_empty()) {
-        Some(url) => Some(Arc::new(hub::Hub::new(url)?)),
+        Some(url) => Some(Arc::new(hub::Hub::new(url, args.redis_ca_file.as_deref())?)),
         None => None,
     };
     let state = api::AppState::new(client, hub, &args, shutdown.clone());

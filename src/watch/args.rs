@@ -12,6 +12,10 @@ pub struct WatchArgs {
     /// status is followed through the Kubernetes API.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// The PEM file of the CA that signed the certificate of a TLS Redis
+    /// (`rediss://`), when the system's roots do not cover it.
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Give up after this long, e.g. `90s`, `10m` or `1h` (default: no limit).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,

@@ -75,7 +75,7 @@ pub fn main(args: WatchArgs) -> i32 {
 async fn watch(args: &WatchArgs, console: &mut Console) -> anyhow::Result<Outcome> {
     let follow = async {
         match args.redis_url.as_deref().filter(|url| !url.is_empty()) {
-            Some(url) => stream::follow_redis(url, &args.container, console).await,
+            Some(url) => stream::follow_redis(url, args.redis_ca_file.as_deref(), &args.container, console).await,
             None => status::follow_status(&args.container, console).await,
         }
     };

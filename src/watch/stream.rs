@@ -89,9 +89,14 @@ async fn connect(client: &redis::Client) -> redis::RedisResult<redis::aio::Multi
     client.get_multiplexed_async_connection_with_config(&config).await
 }
 
-pub(super) async fn follow_redis(url: &str, target: &Target, console: &mut Console) -> anyhow::Result<Outcome> {
+pub(super) async fn follow_redis(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    target: &Target,
+    console: &mut Console,
+) -> anyhow::Result<Outcome> {
     // The URL may hold a password: it is never echoed.
-    let client = redis::Client::open(url).map_err(|_| anyhow::anyhow!("the Redis URL is not valid"))?;
+    let client = crate::redis_client::open(url, ca_file)?;
     let key = progress::events_stream(&target.namespace, &target.name);
     let mut connection = connect(&client).await.context("connecting to Redis")?;
 

@@ -30,6 +30,8 @@ pub struct World {
     pub ns: String,
     pub sim: PveSim,
     pub redis_url: Option<String>,
+    /// The CA of a TLS Redis (`rediss://`), passed on as `REDIS_CA_FILE`.
+    pub redis_ca_file: Option<PathBuf>,
     /// Controller logs and other files of this world, removed at exit.
     pub dir: PathBuf,
     controllers: Vec<ManagedProcess>,
@@ -65,7 +67,17 @@ impl World {
         let redis_url = Some(testbed::redis().await?.url.clone());
         let dir = testbed::process::work_dir("infrahaus-world")?;
         testbed::process::remove_at_exit(dir.clone());
-        let world = Self { kube, client, ns, sim, redis_url, dir, controllers: Vec::new(), metrics_ports: Vec::new() };
+        let world = Self {
+            kube,
+            client,
+            ns,
+            sim,
+            redis_url,
+            redis_ca_file: None,
+            dir,
+            controllers: Vec::new(),
+            metrics_ports: Vec::new(),
+        };
         world.apply_node("pve1").await?;
         Ok(world)
     }
@@ -396,7 +408,8 @@ impl World {
     pub async fn redis_stream(&self, name: &str) -> Result<Vec<Value>> {
         let url = self.redis_url.as_deref().context("no Redis in this world")?;
         let key = format!("container:{}/{name}:events", self.ns);
-        let mut connection = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+        let client = infrahaus_operator::redis_client::open(url, self.redis_ca_file.as_deref())?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
         let reply: redis::streams::StreamRangeReply =
             redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query_async(&mut connection).await?;
         reply
@@ -430,9 +443,13 @@ impl World {
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAMESPACE", pod_namespace)
             .env("RUST_LOG", "info,infrahaus_operator=debug")
-            .env_remove("REDIS_URL");
+            .env_remove("REDIS_URL")
+            .env_remove("REDIS_CA_FILE");
         if let Some(url) = &self.redis_url {
             cmd.env("REDIS_URL", url);
+        }
+        if let Some(ca) = &self.redis_ca_file {
+            cmd.env("REDIS_CA_FILE", ca);
         }
         let process = ManagedProcess::spawn("infrahaus-operator", cmd, &log)?;
         self.controllers.push(process);

@@ -303,36 +303,16 @@ impl Pki {
     /// A throwaway CA, a serving certificate for 127.0.0.1 and localhost, and
     /// the service-account signing key.
     fn write(dir: &Path) -> Result<Self> {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
         let pki = dir.join("pki");
-        std::fs::create_dir_all(&pki)?;
-
-        let ca_key = KeyPair::generate()?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.distinguished_name.push(DnType::CommonName, "infrahaus testbed CA");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let ca_cert = ca_params.self_signed(&ca_key)?;
-        let issuer = Issuer::new(ca_params, ca_key);
-
-        let serving_key = KeyPair::generate()?;
-        let mut serving_params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
-        serving_params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
-        let serving_cert = serving_params.signed_by(&serving_key, &issuer)?;
-
-        let sa_key = KeyPair::generate()?;
-
+        let issued = crate::pki::issue(&pki, "apiserver")?;
+        let sa_key = rcgen::KeyPair::generate()?;
         let paths = Self {
-            ca_cert: pki.join("ca.crt"),
-            serving_cert: pki.join("apiserver.crt"),
-            serving_key: pki.join("apiserver.key"),
+            ca_cert: issued.ca_cert,
+            serving_cert: issued.cert,
+            serving_key: issued.key,
             sa_key: pki.join("sa.key"),
             sa_pub: pki.join("sa.pub"),
         };
-        std::fs::write(&paths.ca_cert, ca_cert.pem())?;
-        std::fs::write(&paths.serving_cert, serving_cert.pem())?;
-        std::fs::write(&paths.serving_key, serving_key.serialize_pem())?;
         std::fs::write(&paths.sa_key, sa_key.serialize_pem())?;
         std::fs::write(&paths.sa_pub, sa_key.public_key_pem())?;
         Ok(paths)

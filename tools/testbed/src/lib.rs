@@ -7,6 +7,7 @@
 //! killed by the kernel if the binary itself is killed.
 
 pub mod kube_env;
+pub mod pki;
 pub mod process;
 pub mod pve_sim;
 pub mod redis_server;
@@ -73,10 +74,19 @@ pub async fn dedicated_redis() -> Result<RedisServer> {
     tokio::task::spawn_blocking(start_redis).await?
 }
 
+/// A Redis server of the caller's own with a password or TLS.
+pub async fn secured_redis(security: redis_server::RedisSecurity) -> Result<RedisServer> {
+    tokio::task::spawn_blocking(move || start_secured_redis(&security)).await?
+}
+
 fn start_redis() -> Result<RedisServer> {
+    start_secured_redis(&Default::default())
+}
+
+fn start_secured_redis(security: &redis_server::RedisSecurity) -> Result<RedisServer> {
     let dir = process::work_dir("infrahaus-redis")?;
     process::remove_at_exit(dir.clone());
-    RedisServer::start(&dir)
+    RedisServer::start_secured(&dir, security)
 }
 
 /// Creates a namespace with a unique name derived from `prefix`.
