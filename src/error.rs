@@ -22,10 +22,12 @@ pub enum Error {
     /// fails (reason SshUnreachable) instead of retrying for ever.
     #[error("{message}")]
     SshLost { message: String },
-    /// No operation slot of the node was free: the Container is queued and
-    /// reconciled again when one is released. Not a failure, no backoff.
-    #[error("waiting for one of the {limit} operation slots of node {node} (maxConcurrentOperations)")]
-    Queued { node: String, limit: usize },
+    /// No slot was free (one of a node's `maxConcurrentOperations`, or one
+    /// of the controller's `--concurrency` pipeline slots): the Container is
+    /// queued and reconciled again when one is released. Not a failure, no
+    /// backoff.
+    #[error("waiting for one of the {limit} {slots}")]
+    Queued { slots: String, limit: usize },
     #[error("{message}")]
     Permanent { reason: &'static str, message: String },
 }
@@ -37,6 +39,16 @@ impl Error {
 
     pub fn transient(message: impl Into<String>) -> Self {
         Error::Transient { message: message.into() }
+    }
+
+    /// Queued for one of the `limit` operation slots of `node`.
+    pub fn queued_on_node(node: &str, limit: usize) -> Self {
+        Error::Queued { slots: format!("operation slots of node {node} (maxConcurrentOperations)"), limit }
+    }
+
+    /// Queued for one of the controller's `limit` pipeline slots.
+    pub fn queued_for_pipeline(limit: usize) -> Self {
+        Error::Queued { slots: "pipeline slots of the controller (--concurrency)".to_owned(), limit }
     }
 
     /// Worth another attempt: a transient failure, or a wait for a slot.

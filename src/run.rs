@@ -35,7 +35,9 @@ pub struct RunArgs {
     /// Only reconcile Containers in this namespace (empty: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE", default_value = "")]
     pub watch_namespace: String,
-    /// How many Containers are reconciled at once.
+    /// How many Containers run pipeline stages (Create to Finalize) at once.
+    /// Others wait for a slot without holding one; deletions, drift checks
+    /// and configuration changes go on beside them.
     #[arg(long, env = "CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
     /// How often a Ready Container is compared with its guest (one status
@@ -98,6 +100,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         failures: Default::default(),
         node_checks: Default::default(),
         drift_checks: Default::default(),
+        breakers: Default::default(),
+        pipeline_slots: usize::from(args.concurrency.max(1)),
     });
     let options = RunOptions {
         watch_namespace: Some(args.watch_namespace).filter(|ns| !ns.is_empty()),

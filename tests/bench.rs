@@ -221,6 +221,61 @@ async fn resync_of_100_ready_containers() {
     );
 }
 
+/// 1,000 Containers behind a node that answers nothing but 596: the
+/// requests per second the node sees from all of them (the per-node circuit
+/// breaker lets about one through per open period), after they were applied.
+#[tokio::test]
+#[ignore = "benchmark; run with hack/bench"]
+async fn a_thousand_containers_behind_a_dead_node() {
+    const COUNT: usize = 1000;
+    const WINDOW: Duration = Duration::from_secs(60);
+    let mut world = World::new("bench-dead").await.expect("world");
+    bench_template(&world, json!({})).await;
+    let fault = json!({"path": ".*", "count": u32::MAX, "status": 596, "message": "Connection timed out"});
+    world.sim_admin(reqwest::Method::POST, "/sim/fail", fault).await.expect("dead node");
+    let controller = world.start_controller(&[]).expect("controller");
+    let pid = world.controller(controller).pid();
+    let (reads_0, writes_0) = world.sim_requests().await.expect("requests");
+    let started = Instant::now();
+    let names: Vec<String> = (0..COUNT).map(|i| format!("dead-{i}")).collect();
+    for chunk in names.chunks(50) {
+        futures::future::join_all(chunk.iter().map(|name| {
+            world.apply(json!({
+                "apiVersion": "infrahaus.io/v1alpha1", "kind": "Container",
+                "metadata": {"name": name},
+                "spec": {"nodeRef": {"name": "pve1"}, "templateRef": {"name": "bench"}, "network": {"ipv4": "dhcp"}}
+            }))
+        }))
+        .await
+        .into_iter()
+        .for_each(|applied| applied.expect("container"));
+    }
+    let applied = started.elapsed();
+    let (reads_1, writes_1) = world.sim_requests().await.expect("requests");
+    tokio::time::sleep(WINDOW).await;
+    let (reads_2, writes_2) = world.sim_requests().await.expect("requests");
+    let reconciles = world.controller_metric(controller, "infrahaus_reconciles_total").await.unwrap_or(0.0);
+    let during_apply = (reads_1 - reads_0) + (writes_1 - writes_0);
+    let after = (reads_2 - reads_1) + (writes_2 - writes_1);
+    println!(
+        "bench: {COUNT} Containers behind a node answering 596: {:.2} Proxmox requests/s in all over the {} s after they were applied ({after} requests; {during_apply} while applying them in {:.1} s), {reconciles:.0} reconciles, controller RSS {:.1} MiB",
+        after as f64 / WINDOW.as_secs_f64(),
+        WINDOW.as_secs(),
+        applied.as_secs_f64(),
+        rss_kib(pid) as f64 / 1024.0
+    );
+    let api = world.api::<Container>();
+    let listed = api.list(&Default::default()).await.expect("list").items;
+    assert_eq!(listed.len(), COUNT);
+    assert!(
+        listed.iter().all(|c| c.status.as_ref().and_then(|s| s.phase) != Some(Phase::Ready)),
+        "nothing is Ready behind a dead node"
+    );
+    // Let them go: the node answers again and each Container's guest (if
+    // any got one) is cleaned up with it.
+    world.sim_admin(reqwest::Method::POST, "/sim/reset", json!({})).await.expect("node back");
+}
+
 /// The dashboard with 500 SSE clients on one Container: the Redis
 /// connections they cost (as `CLIENT LIST` shows the dashboard's), its
 /// memory, and the latency from an XADD to each client's receive.

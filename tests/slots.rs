@@ -104,3 +104,76 @@ async fn containers_queued_for_a_busy_node_do_not_hold_up_another_nodes_deletion
         logs.lines().filter(|l| l.contains("reconcile failed; retrying") && l.contains("name=busy-")).collect();
     assert!(failures.is_empty(), "waiting for a slot is no failure: {failures:#?}");
 }
+
+/// Waits until `name` is in `phase`, without failing on other phases.
+async fn wait_in(world: &World, name: &str, phase: Phase) {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let ct = world.container(name).await.expect("container");
+        if self::phase(&ct) == Some(phase) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{name} never reached {phase:?}: {:?}", ct.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_every_pipeline_slot_in_a_long_script_a_deletion_and_a_day_two_change_go_on() {
+    let mut world = World::new("slots-busy").await.expect("world");
+    world.start_controller(&["--concurrency", "2"]).expect("controller");
+    world.apply(template("web", false)).await.expect("template");
+    for name in ["gone", "changed"] {
+        world.apply(container(name, "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    }
+    let mut vmid = 0;
+    for name in ["gone", "changed"] {
+        let ct = world.wait_phase(name, Phase::Ready, READY_TIMEOUT).await.expect("Ready");
+        vmid = ct.status.and_then(|s| s.vmid).expect("vmid");
+    }
+
+    // Both pipeline slots go to scripts that run for ten minutes.
+    let mut slow = template("slow", false);
+    slow["spec"]["scripts"] =
+        json!([{"name": "10-long.sh", "content": "#!/bin/bash\nsleep 600\n", "timeoutSeconds": 900}]);
+    world.apply(slow).await.expect("slow template");
+    for name in ["long-1", "long-2"] {
+        world.apply(container(name, "slow", json!({"ipv4": "dhcp"}))).await.expect("container");
+    }
+    for name in ["long-1", "long-2"] {
+        wait_in(&world, name, Phase::Syncing).await;
+    }
+    // A third Container waits for a slot, and says so.
+    world.apply(container("third", "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+
+    // A day-2 change of a Ready Container reaches its guest at once.
+    let mut changed = container("changed", "web", json!({"ipv4": "dhcp"}));
+    changed["spec"]["resources"] = json!({"memoryMiB": 768});
+    world.apply(changed).await.expect("memory change");
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let guest = world.sim_guest(vmid).await.expect("sim state").expect("guest");
+        if guest["limits"]["memory"] == "768" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the memory change never reached the guest: {guest}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A deletion goes through at once.
+    world.api::<Container>().delete("gone", &DeleteParams::default()).await.expect("delete");
+    let api = world.api::<Container>();
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    while api.get_opt("gone").await.expect("get").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the deletion waited for the scripts");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // All of it while both slots were still in their scripts.
+    for name in ["long-1", "long-2"] {
+        let ct = world.container(name).await.expect("container");
+        assert_eq!(phase(&ct), Some(Phase::Syncing), "{name} left its script: {:?}", ct.status);
+    }
+    let third = world.container("third").await.expect("container");
+    let message = third.status.and_then(|s| s.message).unwrap_or_default();
+    assert_eq!(message, "waiting for one of the 2 pipeline slots of the controller (--concurrency)");
+}

@@ -28,6 +28,8 @@ pub(crate) struct Context {
     pub ssh_key: SshKeyPair,
     pub ssh_public_key: String,
     pub node_limits: NodeLimits,
+    /// How many Containers run pipeline stages at once (`--concurrency`).
+    pub pipeline_slots: usize,
     pub timings: Timings,
     /// Transient failures in a row, per Container (by uid), for the backoff.
     pub failures: std::sync::Mutex<HashMap<String, Backoff>>,
@@ -38,6 +40,18 @@ pub(crate) struct Context {
     /// When each Ready Container (by uid) was last compared with its guest,
     /// so a wake by a watch event does not ask Proxmox again each time.
     pub drift_checks: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
+    /// One circuit breaker per Proxmox endpoint, shared by every client of
+    /// it: a node that does not answer is tried about once per open period,
+    /// however many Containers wait for it.
+    pub breakers: std::sync::Mutex<HashMap<String, Arc<crate::proxmox::Breaker>>>,
+}
+
+impl Context {
+    /// The circuit breaker of `endpoint`.
+    pub fn breaker(&self, endpoint: &str) -> Arc<crate::proxmox::Breaker> {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+        breakers.entry(endpoint.to_owned()).or_default().clone()
+    }
 }
 
 /// The backoff of one Container after transient failures in a row.

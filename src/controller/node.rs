@@ -206,6 +206,7 @@ pub(crate) async fn proxmox_client(
     config.observer = Some(Arc::new(move |record: &proxmox::RequestRecord| {
         metrics.proxmox_request(record.endpoint, record.status.unwrap_or(0));
     }));
+    config.breaker = Some(ctx.breaker(&node.spec.endpoint));
     proxmox::Client::new(config)
         .map_err(|e| Error::permanent(reasons::INVALID_PARAMETERS, format!("ProxmoxNode {}: {e}", node.name_any())))
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use url::Url;
 
+use super::breaker::Breaker;
 use super::error::Error;
 use super::retry::{retry, Backoff};
 use super::secret::ApiToken;
@@ -63,6 +64,9 @@ pub struct ClientConfig {
     pub retry: Backoff,
     /// Told about every request.
     pub observer: Option<Arc<dyn RequestObserver>>,
+    /// Shared by the clients of one node: requests fail fast while the node
+    /// does not answer.
+    pub breaker: Option<Arc<Breaker>>,
 }
 
 impl ClientConfig {
@@ -76,6 +80,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(60),
             retry: Backoff::default(),
             observer: None,
+            breaker: None,
         }
     }
 }
@@ -90,6 +95,7 @@ impl fmt::Debug for ClientConfig {
             .field("request_timeout", &self.request_timeout)
             .field("retry", &self.retry)
             .field("observer", &self.observer.as_ref().map(|_| "<observer>"))
+            .field("breaker", &self.breaker.is_some())
             .finish()
     }
 }
@@ -101,6 +107,7 @@ pub struct Client {
     base: Url,
     retry: Backoff,
     observer: Option<Arc<dyn RequestObserver>>,
+    breaker: Option<Arc<Breaker>>,
 }
 
 impl fmt::Debug for Client {
@@ -180,7 +187,10 @@ fn method_name(method: &Method) -> &'static str {
 
 /// Whether a failed request may be sent again as it is.
 fn retryable(method: &Method, err: &Error) -> bool {
-    if *method == Method::GET {
+    if matches!(err, Error::NodeUnavailable { .. }) {
+        // Not sent: the breaker decides when the node is tried again.
+        false
+    } else if *method == Method::GET {
         err.is_transient()
     } else {
         err.is_lock_contention()
@@ -228,7 +238,7 @@ impl Client {
             .user_agent(concat!("infrahaus-operator/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(Error::Build)?;
-        Ok(Self { http, base, retry: config.retry, observer: config.observer })
+        Ok(Self { http, base, retry: config.retry, observer: config.observer, breaker: config.breaker })
     }
 
     fn url(&self, path: &ApiPath) -> Url {
@@ -260,6 +270,19 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &ApiPath,
+        params: &Params,
+    ) -> Result<Answer<T>, Error> {
+        let Some(breaker) = &self.breaker else { return self.send_now(method, path, params).await };
+        breaker.admit(method_name(&method), path.template)?;
+        let answer = self.send_now(method, path, params).await;
+        breaker.record(answer.as_ref().map(|_| ()));
+        answer
+    }
+
+    async fn send_now<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &ApiPath,

@@ -101,6 +101,20 @@ pub enum Error {
         vmid: u32,
     },
 
+    /// The node did not answer the last requests, so this one was not sent
+    /// (see [`Breaker`](super::breaker::Breaker)).
+    #[error("{method} {endpoint}: not sent, the Proxmox node is not answering (next try in {}s; last: {last})", retry_in.as_secs_f64().ceil())]
+    NodeUnavailable {
+        /// HTTP method.
+        method: &'static str,
+        /// Path template of the request.
+        endpoint: &'static str,
+        /// When a probe goes out.
+        retry_in: Duration,
+        /// The last failure seen.
+        last: String,
+    },
+
     /// A guest stayed locked longer than waited for.
     #[error("CT {vmid} on {node} is still locked ({lock}) after {waited:?}")]
     StillLocked {
@@ -141,6 +155,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Connection { .. }
+            | Error::NodeUnavailable { .. }
             | Error::TaskTimeout { .. }
             | Error::StillLocked { .. }
             | Error::CreateLocked { .. } => true,
@@ -158,6 +173,16 @@ impl Error {
             | Error::Tls { .. }
             | Error::Decode { .. }
             | Error::TaskFailed { .. } => false,
+        }
+    }
+
+    /// The node itself did not answer: no connection or a timeout, or a
+    /// proxy in front of it (502, 503, 504, Proxmox's 596) saying so.
+    pub fn is_node_down(&self) -> bool {
+        match self {
+            Error::Connection { .. } => true,
+            Error::Api { status, .. } => matches!(status, 502..=504 | 596),
+            _ => false,
         }
     }
 
@@ -214,6 +239,7 @@ impl Error {
             Error::Tls { .. } => "tls",
             Error::Connection { source, .. } if source.is_timeout() => "timeout",
             Error::Connection { .. } => "connection",
+            Error::NodeUnavailable { .. } => "node_unavailable",
             Error::Api { status, .. } => {
                 if self.is_lock_contention() {
                     "locked"

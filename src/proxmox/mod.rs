@@ -5,6 +5,7 @@
 //! The pure helpers around guests (`net0`, addresses, host keys, ownership marker,
 //! tags) live in [`guest`].
 
+mod breaker;
 pub(crate) mod client;
 mod de;
 mod error;
@@ -16,6 +17,7 @@ mod tasks;
 mod tls;
 mod upid;
 
+pub use breaker::Breaker;
 pub use client::{Client, ClientConfig, RequestObserver, RequestRecord};
 pub use error::Error;
 pub use guest::{

@@ -102,7 +102,7 @@ pub(super) async fn run(ct: Arc<Container>, ctx: &Context) -> Result<Action, Err
     let _permit = match ctx.node_limits.try_acquire(&inputs.node_key, inputs.max_operations, &who) {
         Ok(permit) => permit,
         Err(busy) => {
-            let error = Error::Queued { node: node.clone(), limit: busy.limit };
+            let error = Error::queued_on_node(node, busy.limit);
             report_waiting(&ct, ctx, format!("deleting CT {vmid} is {error}"), |_| Phase::Deleting).await;
             return Err(error);
         }

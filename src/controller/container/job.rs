@@ -26,6 +26,9 @@ use crate::ssh::{self, HostKeyCheck, SshSession, SshTarget, Stream};
 
 /// Containers are reached over SSH on the standard port.
 const SSH_PORT: u16 = 22;
+/// The key of the controller's pipeline slots among the node keys
+/// (`namespace/name`, which never start with `*`).
+const PIPELINE_SLOTS: &str = "*pipeline";
 /// A create log is a few dozen lines; this reads all of it.
 pub(crate) const CREATE_LOG_LINES: u64 = 500;
 
@@ -261,7 +264,18 @@ impl<'a> Job<'a> {
         self.ctx
             .node_limits
             .try_acquire(&self.node_key, self.max_node_operations, &who)
-            .map_err(|busy| Error::Queued { node: self.node.clone(), limit: busy.limit })
+            .map_err(|busy| Error::queued_on_node(&self.node, busy.limit))
+    }
+
+    /// One of the controller's `--concurrency` pipeline slots, or
+    /// [`Error::Queued`] like [`Job::node_permit`].
+    pub fn pipeline_permit(&self) -> Result<NodePermit, Error> {
+        let who = ObjectRef::from_obj(self.ct.as_ref());
+        let limit = self.ctx.pipeline_slots;
+        self.ctx
+            .node_limits
+            .try_acquire(PIPELINE_SLOTS, limit, &who)
+            .map_err(|busy| Error::queued_for_pipeline(busy.limit))
     }
 
     /// Connects over SSH with the pinned host keys; pins the first key seen

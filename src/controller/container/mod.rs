@@ -33,6 +33,10 @@ use crate::k8s;
 
 const FINALIZER: &str = "infrahaus.io/cleanup";
 
+/// Reconciles that may run beside the `--concurrency` ones in pipeline
+/// stages.
+const RECONCILES_BESIDE_THE_PIPELINE: u16 = 16;
+
 /// When a Container queued for a node slot is looked at again if no released
 /// slot woke it first (with up to 50% jitter).
 const QUEUED_FALLBACK: std::time::Duration = std::time::Duration::from_secs(60);
@@ -45,7 +49,12 @@ pub(crate) async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let containers: Api<Container> = options.watched(ctx.client.clone());
-    let config = kube::runtime::controller::Config::default().concurrency(options.concurrency.max(1));
+    // `--concurrency` bounds the Containers in pipeline stages (a slot each,
+    // taken in the pipeline); the reconciles beside them are short (waits
+    // for a slot, cleanup, drift checks, configuration changes), so that
+    // many more may run.
+    let reconciles = options.concurrency.max(1).saturating_add(RECONCILES_BESIDE_THE_PIPELINE);
+    let config = kube::runtime::controller::Config::default().concurrency(reconciles);
     let mut controller = Controller::new(containers, watcher::Config::default()).with_config(config);
     if let Some(mut woken) = ctx.node_limits.woken() {
         controller = controller.reconcile_on(futures::stream::poll_fn(move |cx| woken.poll_recv(cx)));
@@ -236,7 +245,7 @@ async fn reconcile(ct: Arc<Container>, ctx: Arc<Context>) -> Result<Action, Erro
 fn error_policy(ct: Arc<Container>, error: &Error, ctx: Arc<Context>) -> Action {
     if let Error::Queued { .. } = error {
         // Woken when a slot is released; this only covers a lost wake.
-        tracing::debug!(namespace = ?ct.namespace(), name = %ct.name_any(), %error, "queued for a node slot");
+        tracing::debug!(namespace = ?ct.namespace(), name = %ct.name_any(), %error, "queued for a slot");
         return Action::requeue(QUEUED_FALLBACK.mul_f64(rand::random_range(1.0..=1.5)));
     }
     ctx.metrics.reconcile_failure(error.metric_label());

@@ -60,6 +60,15 @@ pub(crate) async fn run(job: &mut Job<'_>, decision: plan::Run) -> Result<(), Er
             reset(job, &[StageName::Starting, StageName::Deploying, StageName::Syncing, StageName::Finalizing]);
         }
     }
+    // The stages are the long work (Proxmox tasks, SSH, scripts): at most
+    // `--concurrency` Containers run them at once. The slot is tried, never
+    // waited for (see `controller::slots`), and a reconcile that waits for
+    // one ends: deletions, drift checks and the configuration changes above
+    // go on at once while every slot is busy with long scripts.
+    let _slot = match STAGES.iter().any(|stage| !job.status.stage_succeeded(stage.name)) {
+        true => Some(pipeline_slot(job).await?),
+        false => None,
+    };
     for stage in &STAGES {
         if job.status.stage_succeeded(stage.name) {
             continue;
@@ -75,6 +84,20 @@ pub(crate) async fn run(job: &mut Job<'_>, decision: plan::Run) -> Result<(), Er
         power::stop(job).await?;
     }
     finish_ready(job).await
+}
+
+/// One of the controller's pipeline slots, or [`Error::Queued`] with the
+/// wait recorded in the status message.
+async fn pipeline_slot(job: &mut Job<'_>) -> Result<crate::controller::NodePermit, Error> {
+    match job.pipeline_permit() {
+        Ok(permit) => Ok(permit),
+        Err(error) => {
+            job.status.phase.get_or_insert(Phase::Pending);
+            job.status.message = Some(error.to_string());
+            job.save().await?;
+            Err(error)
+        }
+    }
 }
 
 async fn deletion_requested(job: &Job<'_>) -> Result<bool, Error> {
