@@ -59,7 +59,10 @@ fn template() -> Value {
         "spec": {
             "osTemplate": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
             "files": [{"path": "/etc/chaos.conf", "content": "x=1\n"}],
-            "scripts": [{"name": "10-work.sh", "content": "#!/bin/bash\necho working\nsleep 1\necho done\n"}]
+            "scripts": [
+                {"name": "10-work.sh", "content": "#!/bin/bash\necho working\nsleep 1\necho done\n"},
+                {"name": "20-credentials.sh", "content": "#!/bin/bash\nset -e\nhead -c 24 /dev/urandom | base64 | tr -d '\\n' > /etc/infrahaus/credentials/api-key\necho 'credentials written'\n"}
+            ]
         }
     })
 }
@@ -150,6 +153,9 @@ async fn run(campaign: Campaign, prefix: &str) {
     let mut kept: BTreeSet<String> = BTreeSet::new();
     let mut gone: BTreeSet<String> = BTreeSet::new();
     let started = Instant::now();
+    // Every secret value seen during the campaign: the token, the SSH key,
+    // each Container's root password and credentials while they exist.
+    let mut secrets: BTreeSet<String> = BTreeSet::new();
 
     while figures.kills < campaign.kills {
         // A wave: Containers applied, a third of them deleted a little later,
@@ -181,6 +187,7 @@ async fn run(campaign: Campaign, prefix: &str) {
                 gone.insert(name);
                 figures.deleted += 1;
             }
+            secrets.extend(world.secret_values().await.expect("secret values"));
             let in_flight = phases_in_flight(&world).await;
             if in_flight.is_empty() && deletions.is_empty() {
                 break;
@@ -205,7 +212,17 @@ async fn run(campaign: Campaign, prefix: &str) {
         }
     }
     settle(&world, &kept, &gone).await;
-    let violations = violations(&world, &kept, &gone).await;
+    let mut violations = violations(&world, &kept, &gone).await;
+    secrets.extend(world.secret_values().await.expect("secret values"));
+    let names: Vec<String> = kept.iter().chain(&gone).cloned().collect();
+    let secrets: Vec<String> = secrets.into_iter().collect();
+    let leaks = world.places_holding(&secrets, &names).await.expect("leak scan");
+    println!(
+        "chaos: {} secret values looked for in every controller log line, Event, Container status and Redis event: {} found",
+        secrets.len(),
+        leaks.len()
+    );
+    violations.extend(leaks);
     report(&campaign, &figures, started.elapsed(), &violations);
     assert!(violations.is_empty(), "invariants violated (seed {}): {violations:#?}", campaign.seed);
 }

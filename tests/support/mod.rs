@@ -294,11 +294,48 @@ impl World {
     }
 
     /// The secret values a test world handles, for the no-leak checks.
+    /// The places (controller logs, Events, the Containers, the Redis
+    /// streams of `names`) that hold any of `secrets`, each named with the
+    /// first characters of the value found.
+    pub async fn places_holding(&self, secrets: &[String], names: &[String]) -> Result<Vec<String>> {
+        use k8s_openapi::api::core::v1::Event as CoreEvent;
+        use k8s_openapi::api::events::v1::Event;
+        let mut places = vec![
+            ("controller logs".to_owned(), self.controller_logs()),
+            ("Events".to_owned(), serde_json::to_string(&self.api::<Event>().list(&Default::default()).await?)?),
+            (
+                "core Events".to_owned(),
+                serde_json::to_string(&self.api::<CoreEvent>().list(&Default::default()).await?)?,
+            ),
+            (
+                "Containers".to_owned(),
+                serde_json::to_string(&self.api::<Container>().list(&Default::default()).await?)?,
+            ),
+        ];
+        if self.redis_url.is_some() {
+            for name in names {
+                places
+                    .push((format!("Redis events of {name}"), serde_json::to_string(&self.redis_stream(name).await?)?));
+            }
+        }
+        let mut found = Vec::new();
+        for (place, text) in &places {
+            for secret in secrets {
+                if text.contains(secret.as_str()) {
+                    let start: String = secret.chars().take(4).collect();
+                    found.push(format!("{place} hold a secret value starting {start:?}"));
+                }
+            }
+        }
+        Ok(found)
+    }
+
     pub async fn secret_values(&self) -> Result<Vec<String>> {
         let mut values = vec![self.sim.token_secret.clone()];
         for secret in self.api::<Secret>().list(&Default::default()).await? {
             let name = secret.metadata.name.clone().unwrap_or_default();
-            if name.ends_with("-root-password") || name == "infrahaus-ssh-key" || name.ends_with("-token") {
+            let holds_secrets = name.ends_with("-root-password") || name.ends_with("-credentials");
+            if holds_secrets || name == "infrahaus-ssh-key" || name.ends_with("-token") {
                 for (key, value) in secret.data.unwrap_or_default() {
                     if key == "tokenId" || key == "ssh-publickey" {
                         continue;
