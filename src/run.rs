@@ -35,6 +35,12 @@ pub struct RunArgs {
     /// Only reconcile Containers in this namespace (empty: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE", default_value = "")]
     pub watch_namespace: String,
+    /// The Deployment (in the controller's namespace) that owns the SSH key
+    /// Secret, so that deleting it deletes the key. Without it the key
+    /// outlives the controller, and a controller installed again still
+    /// reaches every guest.
+    #[arg(long, env = "SSH_KEY_OWNER")]
+    pub ssh_key_owner: Option<String>,
     /// How many Containers run pipeline stages (Create to Finalize) at once.
     /// Others wait for a slot without holding one; deletions, drift checks
     /// and configuration changes go on beside them.
@@ -78,7 +84,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let readiness = Readiness::new();
     let server = tokio::spawn(server::serve(args.metrics_addr, metrics.clone(), readiness.clone(), shutdown.wait()));
 
-    let ssh_key = sshkey::ensure(client.clone(), &namespace)
+    let ssh_key = sshkey::ensure(client.clone(), &namespace, args.ssh_key_owner.as_deref())
         .await
         .with_context(|| format!("loading the SSH key from Secret {}/{}", namespace, sshkey::SECRET_NAME))?;
     let ssh_public_key = ssh_key.public_key_line().context("encoding the SSH public key")?;

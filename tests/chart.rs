@@ -141,7 +141,7 @@ fn chart_crds_are_the_repository_crds() {
 #[test]
 fn helm_lint_passes_in_every_mode() {
     let chart = chart_dir().display().to_string();
-    let modes: [&[&str]; 7] = [
+    let modes: [&[&str]; 8] = [
         &[],
         &["--set", "replicaCount=2"],
         &["--set", "watchNamespace=apps"],
@@ -149,6 +149,16 @@ fn helm_lint_passes_in_every_mode() {
         &["--set", "metrics.serviceMonitor.enabled=true", "--set", "leaderElection.enabled=true"],
         &["--set", "dashboard.enabled=true", "--set", "redis.url=redis://redis:6379"],
         &["--set", "dashboard.enabled=true", "--set", "watchNamespace=apps"],
+        &[
+            "--set",
+            "dashboard.enabled=true",
+            "--set",
+            "redis.url=rediss://redis:6380",
+            "--set",
+            "redis.caConfigMap.name=redis-ca",
+            "--set",
+            "sshKey.deleteWithRelease=true",
+        ],
     ];
     for mode in modes {
         let mut args = vec!["lint", "--strict", chart.as_str()];
@@ -396,6 +406,17 @@ async fn prove_rbac(world: &mut World, release_ns: &str, sets: &[&str]) -> Resul
         .context("TokenRequest without a token")?
         .token;
     let kubeconfig = token_kubeconfig(&world.kube.url, &world.kube.ca_file, release_ns, &token)?;
+    // The Deployment that owns the SSH key with sshKey.deleteWithRelease
+    // (not running: the controller runs here as a process on its token).
+    let owner = args.iter().find_map(|a| a.strip_prefix("--ssh-key-owner=")).map(str::to_owned);
+    if let Some(name) = &owner {
+        let deployment = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": release_ns},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "none"}]}}}
+        });
+        kubectl_apply(&world.kube.kubeconfig, &serde_json::to_string(&deployment)?, false)?;
+    }
 
     for (verb, resource, namespace) in [
         ("delete", "containers.infrahaus.io", world.ns.as_str()),
@@ -430,7 +451,16 @@ async fn prove_rbac(world: &mut World, release_ns: &str, sets: &[&str]) -> Resul
         .with_context(|| format!("{sets:?}: not Ready with the chart's RBAC"))?;
 
     let secrets = Api::<Secret>::namespaced(world.client.clone(), release_ns);
-    assert!(secrets.get_opt("infrahaus-ssh-key").await?.is_some(), "the SSH key lives in the release namespace");
+    let key = secrets.get_opt("infrahaus-ssh-key").await?.context("the SSH key lives in the release namespace")?;
+    let owners: Vec<String> = key
+        .metadata
+        .owner_references
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| format!("{}/{}", r.kind, r.name))
+        .collect();
+    let expected: Vec<String> = owner.iter().map(|name| format!("Deployment/{name}")).collect();
+    assert_eq!(owners, expected, "{sets:?}: the SSH key's owner");
     if args.iter().any(|a| a == "--leader-elect") {
         let lease = Api::<Lease>::namespaced(world.client.clone(), release_ns).get("infrahaus-operator-leader").await?;
         let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
@@ -446,6 +476,18 @@ async fn prove_rbac(world: &mut World, release_ns: &str, sets: &[&str]) -> Resul
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     world.controller(index).stop(Duration::from_secs(25));
+    if let Some(name) = &owner {
+        // Uninstalling deletes the Deployment, and with it the key.
+        let deployments = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(world.client.clone(), release_ns);
+        deployments.delete(name, &DeleteParams::background()).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while secrets.get_opt("infrahaus-ssh-key").await?.is_some() {
+            if tokio::time::Instant::now() > deadline {
+                bail!("{sets:?}: the SSH key outlived its owner");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     let denied: Vec<String> =
         world.controller_logs().lines().filter(|l| l.to_lowercase().contains("forbidden")).map(str::to_owned).collect();
@@ -468,7 +510,8 @@ async fn the_chart_rbac_is_enough_for_the_controller() -> Result<()> {
     let mut namespaced = World::new("chart-rbac-ns").await?;
     let release_ns = testbed::unique_namespace(&namespaced.client, "chart-rbac-ns-sys").await?;
     let watch = format!("watchNamespace={}", namespaced.ns);
-    prove_rbac(&mut namespaced, &release_ns, &[watch.as_str(), "replicaCount=2"]).await?;
+    prove_rbac(&mut namespaced, &release_ns, &[watch.as_str(), "replicaCount=2", "sshKey.deleteWithRelease=true"])
+        .await?;
     Ok(())
 }
 

@@ -65,6 +65,29 @@ true
       name: {{ .Values.redis.existingSecret.name }}
       key: {{ .Values.redis.existingSecret.key }}
 {{- end -}}
+{{- if .Values.redis.caConfigMap.name }}
+- name: REDIS_CA_FILE
+  value: /etc/infrahaus/redis-ca/{{ .Values.redis.caConfigMap.key }}
+{{- end -}}
+{{- end -}}
+
+{{/* The Redis CA's volume mount and volume, when redis.caConfigMap names one. */}}
+{{- define "infrahaus-operator.redisCaMount" -}}
+{{- if .Values.redis.caConfigMap.name -}}
+volumeMounts:
+  - name: redis-ca
+    mountPath: /etc/infrahaus/redis-ca
+    readOnly: true
+{{- end -}}
+{{- end -}}
+
+{{- define "infrahaus-operator.redisCaVolume" -}}
+{{- if .Values.redis.caConfigMap.name -}}
+volumes:
+  - name: redis-ca
+    configMap:
+      name: {{ .Values.redis.caConfigMap.name }}
+{{- end -}}
 {{- end -}}
 
 {{/* The dashboard's objects' name. */}}
