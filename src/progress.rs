@@ -184,6 +184,12 @@ pub trait ProgressSink: Send + Sync {
     /// Waits until the events handed over so far are published (or dropped),
     /// for at most `timeout`.
     async fn flush(&self, _timeout: Duration) {}
+
+    /// Whether the sink is keeping up: its last publish went through. A
+    /// queue in front of it waits for room only while it is.
+    fn keeps_up(&self) -> bool {
+        true
+    }
 }
 
 /// The sink used without a Redis URL.
@@ -250,6 +256,8 @@ pub struct RedisPublisher {
     settings: PublisherSettings,
     metrics: Metrics,
     state: Mutex<State>,
+    /// Set by a failed publish, cleared by one that went through.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RedisPublisher {
@@ -272,6 +280,7 @@ impl RedisPublisher {
             address: redacted_address(url),
             settings,
             metrics,
+            failing: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(State {
                 connection: None,
                 skip_until: None,
@@ -325,6 +334,7 @@ impl RedisPublisher {
     }
 
     async fn record_success(&self) {
+        self.failing.store(false, std::sync::atomic::Ordering::Relaxed);
         let mut state = self.state.lock().await;
         if state.skip_until.take().is_some() || state.dropped_since_warning > 0 {
             tracing::info!(
@@ -344,6 +354,7 @@ impl RedisPublisher {
         state.dropped_since_warning += count as u64;
         let now = Instant::now();
         if let Some(failure) = failure {
+            self.failing.store(true, std::sync::atomic::Ordering::Relaxed);
             // A fresh connection is opened after the skip period: the old
             // one may be broken or hold a late reply to the timed-out call.
             state.connection = None;
@@ -386,6 +397,10 @@ impl ProgressSink for RedisPublisher {
         self.publish_all(std::slice::from_ref(event)).await;
     }
 
+    fn keeps_up(&self) -> bool {
+        !self.failing.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn publish_all(&self, events: &[ProgressEvent]) {
         if events.is_empty() {
             return;
@@ -402,12 +417,15 @@ impl ProgressSink for RedisPublisher {
     }
 }
 
-/// Events waiting for the publisher task; beyond this, the oldest queued
-/// output line makes room for each new event, so a stage never waits.
+/// Events waiting for the publisher task.
 pub const QUEUE_CAPACITY: usize = 8192;
 
+/// How long an event waits at most for room in a full queue while Redis
+/// keeps up; then the oldest queued output line makes room.
+pub const FULL_WAIT: Duration = Duration::from_secs(2);
+
 /// Events published in one round trip at most.
-const BATCH: usize = 64;
+const BATCH: usize = 512;
 
 enum Queued {
     Event(Box<ProgressEvent>),
@@ -513,7 +531,10 @@ impl Queue {
 struct Shared {
     queue: std::sync::Mutex<Queue>,
     capacity: usize,
+    /// Told when events were queued.
     ready: tokio::sync::Notify,
+    /// Told when the publisher task took events from the queue.
+    room: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -524,19 +545,23 @@ impl Shared {
     }
 }
 
-/// A sink in front of another: `publish` only puts the event in a bounded
-/// queue, and one task publishes the queue in order, in batches, so a slow
-/// Redis never holds a stage.
+/// A sink in front of another: `publish` puts the event in a bounded queue,
+/// and one task publishes the queue in order, in batches, so Redis is never
+/// waited on for an event while there is room.
 ///
-/// When the queue is full, the oldest queued output line makes room (counted
-/// in `infrahaus_progress_events_dropped_total`): a flood of output keeps its
-/// newest lines, which tell how a script ended, and step, complete and error
-/// events are not given up for output. Where lines were left out, a `log`
-/// event says how many, so a reader of the stream sees the gap.
-/// One queue and one task keep every container's events in the order they
-/// were handed over.
+/// A full queue means a script prints faster than Redis takes it. While
+/// Redis keeps up (its last publish went through), `publish` waits for room,
+/// at most [`FULL_WAIT`]: the SSH channel is then read more slowly and the
+/// script is held back by its own output, so nothing is lost. While Redis
+/// fails, or after that wait, the oldest queued output line makes room
+/// (counted in `infrahaus_progress_events_dropped_total`): a flood keeps its
+/// newest lines, which tell how a script ended, step, complete and error
+/// events are not given up for output, and a `log` event says how many lines
+/// were left out where they were. One queue and one task keep every
+/// container's events in the order they were handed over.
 pub struct QueuedPublisher {
     shared: Arc<Shared>,
+    inner: Arc<dyn ProgressSink>,
     metrics: Metrics,
 }
 
@@ -548,8 +573,9 @@ impl QueuedPublisher {
             queue: Default::default(),
             capacity: capacity.max(1),
             ready: tokio::sync::Notify::new(),
+            room: tokio::sync::Notify::new(),
         });
-        let task = shared.clone();
+        let (task, publisher) = (shared.clone(), inner.clone());
         tokio::spawn(async move {
             loop {
                 let (batch, flush, closed) = {
@@ -557,6 +583,7 @@ impl QueuedPublisher {
                     let (batch, flush) = queue.take();
                     (batch, flush, queue.closed)
                 };
+                task.room.notify_waiters();
                 if batch.is_empty() && flush.is_none() {
                     if closed {
                         break;
@@ -564,13 +591,13 @@ impl QueuedPublisher {
                     task.ready.notified().await;
                     continue;
                 }
-                inner.publish_all(&batch).await;
+                publisher.publish_all(&batch).await;
                 if let Some(done) = flush {
                     let _ = done.send(());
                 }
             }
         });
-        Self { shared, metrics }
+        Self { shared, inner, metrics }
     }
 }
 
@@ -584,9 +611,22 @@ impl Drop for QueuedPublisher {
 #[async_trait]
 impl ProgressSink for QueuedPublisher {
     async fn publish(&self, event: &ProgressEvent) {
-        let dropped = self.shared.queue().push(event.clone(), self.shared.capacity);
-        if dropped {
-            self.metrics.progress_event_dropped();
+        let deadline = tokio::time::Instant::now() + FULL_WAIT;
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut queue = self.shared.queue();
+                let full = queue.events >= self.shared.capacity;
+                if !full || !self.inner.keeps_up() || tokio::time::Instant::now() >= deadline {
+                    if queue.push(event.clone(), self.shared.capacity) {
+                        self.metrics.progress_event_dropped();
+                    }
+                    break;
+                }
+            }
+            let _ = tokio::time::timeout_at(deadline, room).await;
         }
         self.shared.ready.notify_one();
     }
@@ -742,10 +782,12 @@ mod tests {
     }
 
     /// Records what reaches it; holds every batch until the gate opens.
+    /// `keeps_up` is what it says of itself (a failing Redis says false).
     struct Gated {
         gate: tokio::sync::Semaphore,
         picked_up: tokio::sync::Notify,
         seen: std::sync::Mutex<Vec<String>>,
+        keeps_up: bool,
     }
 
     #[async_trait]
@@ -759,13 +801,19 @@ mod tests {
             let _open = self.gate.acquire().await;
             self.seen.lock().expect("lock").extend(events.iter().map(|e| e.message.clone()));
         }
+
+        fn keeps_up(&self) -> bool {
+            self.keeps_up
+        }
     }
 
+    /// A sink that is failing: a full queue in front of it drops at once.
     fn gated() -> Arc<Gated> {
         Arc::new(Gated {
             gate: tokio::sync::Semaphore::new(0),
             picked_up: tokio::sync::Notify::new(),
             seen: Default::default(),
+            keeps_up: false,
         })
     }
 
@@ -821,6 +869,54 @@ mod tests {
             seen,
             ["held", "a", "[4 lines of output left out: the progress publisher could not keep up]", "5", "b", "done"]
         );
+    }
+
+    #[tokio::test]
+    async fn while_the_sink_keeps_up_a_full_queue_holds_the_caller_and_loses_nothing() {
+        let inner = Arc::new(Gated {
+            gate: tokio::sync::Semaphore::new(0),
+            picked_up: tokio::sync::Notify::new(),
+            seen: Default::default(),
+            keeps_up: true,
+        });
+        let metrics = Metrics::new();
+        let queue = Arc::new(QueuedPublisher::spawn(inner.clone(), 4, metrics.clone()));
+        queue.publish(&line(0)).await;
+        inner.picked_up.notified().await;
+        for n in 1..=4 {
+            queue.publish(&line(n)).await;
+        }
+        // The queue is full: the next line waits for room.
+        let caller = queue.clone();
+        let fifth = tokio::spawn(async move { caller.publish(&line(5)).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!fifth.is_finished(), "the caller waits for room while the sink keeps up");
+        inner.gate.add_permits(1000);
+        fifth.await.expect("published");
+        queue.flush(Duration::from_secs(10)).await;
+        assert_eq!(metrics.progress_events_dropped(), 0);
+        let seen = inner.seen.lock().expect("lock").clone();
+        assert_eq!(seen, (0..=5).map(|n| n.to_string()).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sink_that_never_takes_the_next_batch_holds_a_caller_at_most_the_full_wait() {
+        let inner = Arc::new(Gated {
+            gate: tokio::sync::Semaphore::new(0),
+            picked_up: tokio::sync::Notify::new(),
+            seen: Default::default(),
+            keeps_up: true,
+        });
+        let metrics = Metrics::new();
+        let queue = QueuedPublisher::spawn(inner.clone(), 2, metrics.clone());
+        queue.publish(&line(0)).await;
+        inner.picked_up.notified().await;
+        queue.publish(&line(1)).await;
+        queue.publish(&line(2)).await;
+        let started = tokio::time::Instant::now();
+        queue.publish(&line(3)).await;
+        assert_eq!(started.elapsed(), FULL_WAIT, "waited the full wait, then made room");
+        assert_eq!(metrics.progress_events_dropped(), 1);
     }
 
     #[tokio::test]

@@ -55,11 +55,18 @@ async fn happy_path(network: Value, name: &str) {
     assert_eq!(creds_name, format!("{name}-credentials"));
     let creds = world.api::<Secret>().get(&creds_name).await.expect("credentials secret");
     assert_eq!(creds.data.clone().expect("data")["api-key"].0, b"app-api-key-1234");
-    assert_eq!(creds.metadata.owner_references.expect("owned")[0].uid, ct.metadata.uid.clone().expect("uid"));
     let root_ref = status.root_password_secret_ref.clone().expect("root password ref");
     assert_eq!((root_ref.name.as_str(), root_ref.key.as_str()), (format!("{name}-root-password").as_str(), "password"));
     let root = world.api::<Secret>().get(&root_ref.name).await.expect("root password secret");
-    assert!(root.data.expect("data")["password"].0.len() >= 16);
+    // Both are owned by the Container (collected with it) and labelled.
+    for secret in [&creds, &root] {
+        let owners = secret.metadata.owner_references.clone().unwrap_or_default();
+        assert_eq!(owners.len(), 1, "{:?}", secret.metadata.name);
+        assert_eq!(owners[0].uid, ct.metadata.uid.clone().expect("uid"));
+        let labels = secret.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("infrahaus-operator"));
+    }
+    assert!(root.data.clone().expect("data")["password"].0.len() >= 16);
 
     // The guest in Proxmox carries the marker and the tag.
     let config = world.pve_get(&format!("/nodes/pve1/lxc/{vmid}/config")).await.expect("config");
