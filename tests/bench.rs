@@ -257,6 +257,141 @@ async fn resync_of_100_ready_containers() {
     figure("resync: Proxmox requests per Container per round", per_round / count as f64, "requests", None);
 }
 
+/// The template work of P1, the same for the controller and the baseline.
+const P1_FILE: (&str, &str) = ("/etc/bench.conf", "x=1\n");
+const P1_SCRIPT: (&str, &str) = ("10-hello.sh", "#!/bin/bash\necho hello\n");
+
+/// The work of one Container in a straight line, with no Kubernetes: what
+/// the five stages do (nextid, create, start, the address, the layout and
+/// the file over SSH, config-sync and the script, discovery), through the
+/// same library, polling tasks and the address every 50 ms. The key pair is
+/// made before the clock starts.
+async fn straight_line(world: &World) -> Duration {
+    use infrahaus_operator::{discovery, layout, proxmox, ssh};
+    let token = proxmox::ApiToken::new(world.sim.token_id.clone(), world.sim.token_secret.clone());
+    let tls = proxmox::TlsOptions { fingerprint: Some(world.sim.fingerprint.clone()), ..Default::default() };
+    let pve = proxmox::Client::new(proxmox::ClientConfig::new(world.sim.url.clone(), token, tls)).expect("client");
+    let key = ssh::SshKeyPair::generate("baseline");
+    let public = key.public_key_line().expect("public key");
+    let (node, poll, limit) = (world.sim.node.as_str(), Duration::from_millis(50), Duration::from_secs(120));
+    let started = Instant::now();
+
+    let vmid = pve.next_id().await.expect("nextid");
+    let params = proxmox::CreateLxcParams {
+        vmid,
+        ostemplate: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
+        hostname: format!("baseline-{vmid}"),
+        cores: Some(1),
+        memory_mib: Some(512),
+        swap_mib: Some(512),
+        rootfs: Some(proxmox::rootfs("local-lvm", 8)),
+        net0: Some(proxmox::net0(&proxmox::Net0 { bridge: None, ipv4: None, gateway: None })),
+        nameserver: None,
+        password: None,
+        ssh_public_keys: Some(public),
+        unprivileged: true,
+        features: None,
+        onboot: None,
+        tags: None,
+        description: None,
+        start: false,
+    };
+    let upid = pve.create_lxc(node, &params).await.expect("create");
+    pve.wait_task(&upid, poll, limit).await.expect("create task");
+    let upid = pve.start_lxc(node, vmid).await.expect("start");
+    pve.wait_task(&upid, poll, limit).await.expect("start task");
+    let ip = loop {
+        let interfaces = pve.lxc_interfaces(node, vmid).await.expect("interfaces");
+        if let Some(ip) = interfaces.as_deref().and_then(proxmox::eth0_ipv4) {
+            break ip;
+        }
+        tokio::time::sleep(poll).await;
+    };
+
+    let target = ssh::SshTarget::root(std::net::SocketAddr::new(ip.into(), 22), key, ssh::HostKeyCheck::TrustFirst);
+    let session = ssh::connect_with_retry(&target, tokio::time::Instant::now() + limit).await.expect("ssh");
+    let plan = layout::render(&layout::LayoutInput {
+        namespace: "bench".into(),
+        name: format!("baseline-{vmid}"),
+        uid: format!("baseline-{vmid}"),
+        hostname: format!("baseline-{vmid}"),
+        vmid,
+        template_name: Some("bench".into()),
+        packages: vec!["bash".into()],
+    })
+    .expect("layout");
+    let ok = |output: ssh::Output| assert!(output.status.success(), "{}", output.stderr);
+    ok(session.exec_capture(plan.prepare_command, limit).await.expect("prepare"));
+    for file in &plan.files {
+        session.upload(file.path, file.content.as_bytes(), file.mode).await.expect("layout file");
+    }
+    ok(session.exec_capture(plan.activate_command, limit).await.expect("activate"));
+    session.upload(P1_FILE.0, P1_FILE.1.as_bytes(), 0o644).await.expect("file");
+    ok(session.exec_capture(layout::SYNC_COMMAND, limit).await.expect("config-sync"));
+    let path = layout::script_path(P1_SCRIPT.0).expect("script path");
+    session.upload(&path, P1_SCRIPT.1.as_bytes(), layout::SCRIPT_MODE).await.expect("script");
+    ok(session.exec_capture(&layout::script_command(P1_SCRIPT.0).expect("command"), limit).await.expect("script"));
+    for command in [discovery::SERVICES_COMMAND, discovery::TCP_PORTS_COMMAND, discovery::UDP_PORTS_COMMAND] {
+        session.exec_capture(command, limit).await.expect("discovery");
+    }
+    ok(session.exec_capture(&discovery::credentials_command(), limit).await.expect("credentials"));
+    let took = started.elapsed();
+    let _ = session.close().await;
+    took
+}
+
+/// P1: one Container, apply to Ready through the controller, against the
+/// same work in a straight line; median of 5 each, taken in turns, on the
+/// same pve-sim with the same task durations.
+#[tokio::test]
+#[ignore = "benchmark; run with hack/bench"]
+async fn one_container_against_a_straight_line() {
+    let rounds = if quick() { 3 } else { 5 };
+    let mut world = World::new("bench-p1").await.expect("world");
+    for (task, ms) in [("vzcreate", 2000), ("vzstart", 1000)] {
+        let duration = json!({"type": task, "ms": ms});
+        world.sim_admin(reqwest::Method::POST, "/sim/task-duration", duration).await.expect("task duration");
+    }
+    world.start_controller(&[]).expect("controller");
+    let script = json!([{"name": P1_SCRIPT.0, "content": P1_SCRIPT.1}]);
+    bench_template(&world, json!({"packages": ["bash"], "scripts": script})).await;
+    let api = world.api::<Container>();
+    let (mut controller, mut baseline) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        baseline.push(straight_line(&world).await.as_secs_f64());
+        let name = format!("p1-{round}");
+        let started = Instant::now();
+        world
+            .apply(json!({
+                "apiVersion": "infrahaus.io/v1alpha1", "kind": "Container",
+                "metadata": {"name": name},
+                "spec": {"nodeRef": {"name": "pve1"}, "templateRef": {"name": "bench"}, "network": {"ipv4": "dhcp"}}
+            }))
+            .await
+            .expect("container");
+        loop {
+            let phase = api.get(&name).await.expect("get").status.and_then(|s| s.phase);
+            if phase == Some(Phase::Ready) {
+                break;
+            }
+            assert_ne!(phase, Some(Phase::Error), "{name} failed");
+            assert!(started.elapsed() < Duration::from_secs(300), "{name} not Ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        controller.push(started.elapsed().as_secs_f64());
+    }
+    controller.sort_by(f64::total_cmp);
+    baseline.sort_by(f64::total_cmp);
+    let (c, b) = (percentile(&controller, 0.5), percentile(&baseline, 0.5));
+    println!(
+        "bench: P1, one Container (vzcreate 2 s, vzstart 1 s): controller {c:.2} s, straight line {b:.2} s, controller / baseline {:.3} (median of {rounds})",
+        c / b
+    );
+    figure("P1 controller apply to Ready", c, "s", None);
+    figure("P1 straight-line baseline", b, "s", None);
+    figure("P1 controller / baseline", c / b, "ratio", Some(("<= 1.05", c / b <= 1.05)));
+}
+
 /// 1,000 Containers behind a node that answers nothing but 596: the
 /// requests per second the node sees from all of them (the per-node circuit
 /// breaker lets about one through per open period), after they were applied.

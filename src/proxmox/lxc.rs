@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::client::{ApiPath, Client, Params};
 use super::de;
 use super::error::Error;
+use super::retry::PollInterval;
 use super::secret::Secret;
 use super::upid::Upid;
 
@@ -492,7 +493,8 @@ impl Client {
         }
     }
 
-    /// Polls `status/current` until the guest holds no lock, and returns that status.
+    /// Polls `status/current` until the guest holds no lock, and returns that
+    /// status; the waits grow from 50 ms to `poll`.
     pub async fn wait_unlocked(
         &self,
         node: &str,
@@ -501,6 +503,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<LxcStatus, Error> {
         let started = Instant::now();
+        let mut interval = PollInterval::up_to(poll);
         loop {
             let status = self.lxc_status(node, vmid).await?;
             match &status.lock {
@@ -514,7 +517,7 @@ impl Client {
                         waited: started.elapsed(),
                     });
                 }
-                Some(_) => tokio::time::sleep(poll).await,
+                Some(_) => tokio::time::sleep(interval.next_wait()).await,
             }
         }
     }

@@ -27,7 +27,7 @@ pub use guest::{
 pub use lxc::{
     parse_size, rootfs, CreateLxcParams, DeleteLxcOptions, Iface, LxcConfig, LxcStatus, PendingEntry, VersionInfo,
 };
-pub use retry::{retry, Backoff};
+pub use retry::{retry, Backoff, PollInterval};
 pub use secret::{ApiToken, Secret};
 pub use tasks::{successful_exit, TaskLog, TaskLogLine, TaskOutcome, TaskStatus, TaskSummary};
 pub use tls::{Fingerprint, TlsOptions};

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::client::{ApiPath, Client, Params};
 use super::de;
 use super::error::Error;
+use super::retry::PollInterval;
 use super::upid::{Upid, UpidParseError};
 
 /// How long after dispatch a task may still be unknown to its node.
@@ -157,7 +158,8 @@ impl Client {
         self.data(Method::GET, ApiPath::new("/nodes/{node}/tasks", &[node]), params).await
     }
 
-    /// Waits for a task to stop, polling its node every `poll`.
+    /// Waits for a task to stop, polling its node: first after 50 ms, the
+    /// wait doubling up to `poll` (see [`PollInterval`]).
     ///
     /// A task the node does not know yet is polled again for a short grace period.
     /// `OK` and `WARNINGS: N` are success; any other exit status is
@@ -165,6 +167,7 @@ impl Client {
     /// [`Error::TaskTimeout`]; the task may still finish.
     pub async fn wait_task(&self, upid: &Upid, poll: Duration, timeout: Duration) -> Result<TaskOutcome, Error> {
         let started = Instant::now();
+        let mut interval = PollInterval::up_to(poll);
         loop {
             match self.task_status(upid).await {
                 Ok(status) if !status.is_running() => {
@@ -187,10 +190,11 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             }
-            if started.elapsed() + poll > timeout {
+            let wait = interval.next_wait();
+            if started.elapsed() + wait > timeout {
                 return Err(Error::TaskTimeout { upid: Box::new(upid.clone()), waited: started.elapsed() });
             }
-            tokio::time::sleep(poll).await;
+            tokio::time::sleep(wait).await;
         }
     }
 }

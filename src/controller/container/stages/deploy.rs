@@ -85,6 +85,7 @@ async fn find_address(job: &mut Job<'_>) -> Result<IpAddr, Error> {
     let vmid = job.vmid()?;
     let timings = &job.ctx.timings;
     let deadline = Instant::now() + timings.boot_timeout;
+    let mut interval = proxmox::PollInterval::up_to(timings.task_poll);
     loop {
         let interfaces = job.pve.lxc_interfaces(&node, vmid).await?;
         if let Some(ip) = interfaces.as_deref().and_then(proxmox::eth0_ipv4) {
@@ -96,6 +97,6 @@ async fn find_address(job: &mut Job<'_>) -> Result<IpAddr, Error> {
                 timings.boot_timeout
             )));
         }
-        tokio::time::sleep(timings.task_poll).await;
+        tokio::time::sleep(interval.next_wait()).await;
     }
 }
