@@ -809,11 +809,15 @@ mod tests {
 
     /// A sink that is failing: a full queue in front of it drops at once.
     fn gated() -> Arc<Gated> {
+        gated_keeping_up(false)
+    }
+
+    fn gated_keeping_up(keeps_up: bool) -> Arc<Gated> {
         Arc::new(Gated {
             gate: tokio::sync::Semaphore::new(0),
             picked_up: tokio::sync::Notify::new(),
             seen: Default::default(),
-            keeps_up: false,
+            keeps_up,
         })
     }
 
@@ -873,12 +877,7 @@ mod tests {
 
     #[tokio::test]
     async fn while_the_sink_keeps_up_a_full_queue_holds_the_caller_and_loses_nothing() {
-        let inner = Arc::new(Gated {
-            gate: tokio::sync::Semaphore::new(0),
-            picked_up: tokio::sync::Notify::new(),
-            seen: Default::default(),
-            keeps_up: true,
-        });
+        let inner = gated_keeping_up(true);
         let metrics = Metrics::new();
         let queue = Arc::new(QueuedPublisher::spawn(inner.clone(), 4, metrics.clone()));
         queue.publish(&line(0)).await;
@@ -901,12 +900,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_sink_that_never_takes_the_next_batch_holds_a_caller_at_most_the_full_wait() {
-        let inner = Arc::new(Gated {
-            gate: tokio::sync::Semaphore::new(0),
-            picked_up: tokio::sync::Notify::new(),
-            seen: Default::default(),
-            keeps_up: true,
-        });
+        let inner = gated_keeping_up(true);
         let metrics = Metrics::new();
         let queue = QueuedPublisher::spawn(inner.clone(), 2, metrics.clone());
         queue.publish(&line(0)).await;

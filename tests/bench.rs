@@ -60,14 +60,7 @@ async fn many_containers_to_ready() {
 
     let started = Instant::now();
     for i in 0..CONTAINERS {
-        world
-            .apply(json!({
-                "apiVersion": "infrahaus.io/v1alpha1", "kind": "Container",
-                "metadata": {"name": format!("bench-{i}")},
-                "spec": {"nodeRef": {"name": "pve1"}, "templateRef": {"name": "bench"}, "network": {"ipv4": "dhcp"}}
-            }))
-            .await
-            .expect("container");
+        world.apply(bench_container(&format!("bench-{i}"), "bench")).await.expect("container");
     }
     let mut peak_rss = idle_rss;
     let api = world.api::<Container>();
@@ -127,19 +120,21 @@ async fn many_containers_to_ready() {
 async fn all_ready(world: &World, prefix: &str, count: usize) -> Vec<String> {
     let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
     for name in &names {
-        world
-            .apply(json!({
-                "apiVersion": "infrahaus.io/v1alpha1", "kind": "Container",
-                "metadata": {"name": name},
-                "spec": {"nodeRef": {"name": "pve1"}, "templateRef": {"name": "bench"}, "network": {"ipv4": "dhcp"}}
-            }))
-            .await
-            .expect("container");
+        world.apply(bench_container(name, "bench")).await.expect("container");
     }
     for name in &names {
         world.wait_phase(name, Phase::Ready, Duration::from_secs(900)).await.expect("Ready");
     }
     names
+}
+
+/// A Container `name` of `template` on pve1 with DHCP.
+fn bench_container(name: &str, template: &str) -> Value {
+    json!({
+        "apiVersion": "infrahaus.io/v1alpha1", "kind": "Container",
+        "metadata": {"name": name},
+        "spec": {"nodeRef": {"name": "pve1"}, "templateRef": {"name": template}, "network": {"ipv4": "dhcp"}}
+    })
 }
 
 /// The template `bench`: one small file, 512 MiB of memory, and what
@@ -361,14 +356,7 @@ async fn one_container_against_a_straight_line() {
         baseline.push(straight_line(&world).await.as_secs_f64());
         let name = format!("p1-{round}");
         let started = Instant::now();
-        world
-            .apply(json!({
-                "apiVersion": "infrahaus.io/v1alpha1", "kind": "Container",
-                "metadata": {"name": name},
-                "spec": {"nodeRef": {"name": "pve1"}, "templateRef": {"name": "bench"}, "network": {"ipv4": "dhcp"}}
-            }))
-            .await
-            .expect("container");
+        world.apply(bench_container(name, "bench")).await.expect("container");
         loop {
             let phase = api.get(&name).await.expect("get").status.and_then(|s| s.phase);
             if phase == Some(Phase::Ready) {
@@ -410,16 +398,10 @@ async fn a_thousand_containers_behind_a_dead_node() {
     let started = Instant::now();
     let names: Vec<String> = (0..count).map(|i| format!("dead-{i}")).collect();
     for chunk in names.chunks(50) {
-        futures::future::join_all(chunk.iter().map(|name| {
-            world.apply(json!({
-                "apiVersion": "infrahaus.io/v1alpha1", "kind": "Container",
-                "metadata": {"name": name},
-                "spec": {"nodeRef": {"name": "pve1"}, "templateRef": {"name": "bench"}, "network": {"ipv4": "dhcp"}}
-            }))
-        }))
-        .await
-        .into_iter()
-        .for_each(|applied| applied.expect("container"));
+        futures::future::join_all(chunk.iter().map(|name| world.apply(bench_container(name, "bench"))))
+            .await
+            .into_iter()
+            .for_each(|applied| applied.expect("container"));
     }
     let applied = started.elapsed();
     let (reads_1, writes_1) = world.sim_requests().await.expect("requests");
@@ -490,14 +472,7 @@ async fn progress_latency_and_a_flood_of_lines() {
             }
             received
         });
-        world
-            .apply(json!({
-                "apiVersion": "infrahaus.io/v1alpha1", "kind": "Container",
-                "metadata": {"name": name},
-                "spec": {"nodeRef": {"name": "pve1"}, "templateRef": {"name": template}, "network": {"ipv4": "dhcp"}}
-            }))
-            .await
-            .expect("container");
+        world.apply(bench_container(name, template)).await.expect("container");
         world.wait_phase(name, Phase::Ready, Duration::from_secs(600)).await.expect("Ready");
         received.push(receiver.await.expect("subscriber"));
     }
