@@ -356,7 +356,7 @@ async fn one_container_against_a_straight_line() {
         baseline.push(straight_line(&world).await.as_secs_f64());
         let name = format!("p1-{round}");
         let started = Instant::now();
-        world.apply(bench_container(name, "bench")).await.expect("container");
+        world.apply(bench_container(&name, "bench")).await.expect("container");
         loop {
             let phase = api.get(&name).await.expect("get").status.and_then(|s| s.phase);
             if phase == Some(Phase::Ready) {
