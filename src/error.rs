@@ -22,6 +22,11 @@ pub enum Error {
     /// fails (reason SshUnreachable) instead of retrying for ever.
     #[error("{message}")]
     SshLost { message: String },
+    /// The Proxmox node did not answer, or the request was not sent while
+    /// its circuit breaker is open. Retried like a transient failure, and
+    /// the Container is woken as soon as the node answers again.
+    #[error("{message}")]
+    NodeDown { message: String },
     /// No slot was free (one of a node's `maxConcurrentOperations`, or one
     /// of the controller's `--concurrency` pipeline slots): the Container is
     /// queued and reconciled again when one is released. Not a failure, no
@@ -53,13 +58,15 @@ impl Error {
 
     /// Worth another attempt: a transient failure, or a wait for a slot.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Transient { .. } | Error::SshLost { .. } | Error::Queued { .. })
+        matches!(self, Error::Transient { .. } | Error::SshLost { .. } | Error::NodeDown { .. } | Error::Queued { .. })
     }
 
     /// The condition reason.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Transient { .. } | Error::SshLost { .. } | Error::Queued { .. } => reasons::IN_PROGRESS,
+            Error::Transient { .. } | Error::SshLost { .. } | Error::NodeDown { .. } | Error::Queued { .. } => {
+                reasons::IN_PROGRESS
+            }
             Error::Permanent { reason, .. } => reason,
         }
     }
@@ -67,7 +74,7 @@ impl Error {
     /// The `reason` label of `infrahaus_reconcile_failures_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Transient { .. } | Error::SshLost { .. } => "transient",
+            Error::Transient { .. } | Error::SshLost { .. } | Error::NodeDown { .. } => "transient",
             Error::Queued { .. } => "queued",
             Error::Permanent { reason, .. } => reason,
         }
@@ -77,7 +84,9 @@ impl Error {
 impl From<proxmox::Error> for Error {
     fn from(error: proxmox::Error) -> Self {
         let message = error.to_string();
-        if error.is_transient() {
+        if error.is_node_down() || matches!(error, proxmox::Error::NodeUnavailable { .. }) {
+            Error::NodeDown { message }
+        } else if error.is_transient() {
             Error::Transient { message }
         } else if matches!(error, proxmox::Error::TaskFailed { .. }) {
             Error::Permanent { reason: reasons::TASK_FAILED, message }

@@ -107,6 +107,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         node_checks: Default::default(),
         drift_checks: Default::default(),
         breakers: Default::default(),
+        node_back: Default::default(),
         pipeline_slots: usize::from(args.concurrency.max(1)),
     });
     let options = RunOptions {

@@ -89,7 +89,9 @@ async fn proxmox_answering_596_for_two_minutes_holds_the_batch_and_bounds_the_re
     // The backoff doubles to minutes: far below one request per second per
     // Container once it has grown.
     assert!(per_second / (BATCH as f64) < 1.0, "{per_second:.2} requests/s during the outage");
+    let back = Instant::now();
     assert_completes(&world, &names).await;
+    println!("the batch settled {:.1} s after Proxmox answered again", back.elapsed().as_secs_f64());
 }
 
 /// Applies one Container while pve-sim's SSH port behaves as `fault` says,

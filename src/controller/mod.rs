@@ -44,13 +44,19 @@ pub(crate) struct Context {
     /// it: a node that does not answer is tried about once per open period,
     /// however many Containers wait for it.
     pub breakers: std::sync::Mutex<HashMap<String, Arc<crate::proxmox::Breaker>>>,
+    /// Told by a breaker when its node answers again.
+    pub node_back: Arc<tokio::sync::Notify>,
 }
 
 impl Context {
     /// The circuit breaker of `endpoint`.
     pub fn breaker(&self, endpoint: &str) -> Arc<crate::proxmox::Breaker> {
         let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
-        breakers.entry(endpoint.to_owned()).or_default().clone()
+        let node_back = &self.node_back;
+        breakers
+            .entry(endpoint.to_owned())
+            .or_insert_with(|| Arc::new(crate::proxmox::Breaker::notifying(node_back.clone())))
+            .clone()
     }
 }
 
@@ -64,6 +70,9 @@ pub(crate) struct Backoff {
     /// What the user wanted at the last failure (see the Container
     /// controller's `wanted`).
     pub wanted: u64,
+    /// Set when the failure was a Proxmox node that did not answer: the
+    /// Container is woken when a node answers again.
+    pub node_down: Option<kube::runtime::reflector::ObjectRef<crate::crd::Container>>,
 }
 
 /// Timings of the pipeline; tests shorten them.

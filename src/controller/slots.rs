@@ -105,6 +105,12 @@ impl NodeLimits {
         }
     }
 
+    /// Reconciles `who` through the same trigger stream, for other waits
+    /// that end (a Proxmox node answering again).
+    pub fn wake(&self, who: ObjectRef<Container>) {
+        let _ = self.shared.wake.send(who);
+    }
+
     /// The Containers to reconcile because a slot they wait for was
     /// released; for the controller's trigger stream, taken once.
     pub fn woken(&self) -> Option<mpsc::UnboundedReceiver<ObjectRef<Container>>> {

@@ -13,7 +13,7 @@
 //! long, up to [`MAX_OPEN`]. So the node sees about one request per open
 //! period however many Containers wait for it.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -42,9 +42,16 @@ struct State {
 #[derive(Debug, Default)]
 pub struct Breaker {
     state: Mutex<State>,
+    /// Told when the node answers again after the breaker was open.
+    on_close: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Breaker {
+    /// A breaker that tells `on_close` when its node answers again.
+    pub fn notifying(on_close: Arc<tokio::sync::Notify>) -> Self {
+        Self { state: Mutex::default(), on_close: Some(on_close) }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -79,7 +86,13 @@ impl Breaker {
                     state.open_until = Some(Instant::now() + Self::open_for(state.failures));
                 }
             }
-            _ => *state = State::default(),
+            _ => {
+                let was_open = state.open_until.is_some();
+                *state = State::default();
+                if let Some(notify) = self.on_close.as_ref().filter(|_| was_open) {
+                    notify.notify_one();
+                }
+            }
         }
     }
 }
@@ -127,6 +140,20 @@ mod tests {
         }
         tokio::time::advance(MAX_OPEN).await;
         breaker.admit("GET", "/version").expect("a probe after the longest period");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_after_the_breaker_opened_is_told() {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let breaker = Breaker::notifying(notify.clone());
+        breaker.record(Ok(()));
+        for _ in 0..THRESHOLD {
+            breaker.record(Err(&down()));
+        }
+        tokio::time::advance(MIN_OPEN).await;
+        breaker.admit("GET", "/version").expect("the probe");
+        breaker.record(Ok(()));
+        tokio::time::timeout(Duration::from_secs(1), notify.notified()).await.expect("told once it closed");
     }
 
     #[test]

@@ -86,6 +86,7 @@ pub(crate) async fn run(
         let secrets = metadata_only::<Secret>(&options, &ctx.client);
         controller = controller.reconcile_on(triggers(secrets, source_users(&templates, &store, &ctx, true)));
     }
+    tokio::spawn(wake_when_a_node_answers(ctx.clone()));
     let metrics = ctx.metrics.clone();
     controller
         .graceful_shutdown_on(shutdown)
@@ -101,6 +102,35 @@ pub(crate) async fn run(
             futures::future::ready(())
         })
         .await;
+}
+
+/// Containers that failed because a Proxmox node did not answer wait out a
+/// backoff of up to minutes; when a node answers again (its circuit breaker
+/// closes), they are reconciled at once instead. Those waiting for another
+/// node that is still down fail fast without a request.
+async fn wake_when_a_node_answers(ctx: Arc<Context>) {
+    loop {
+        ctx.node_back.notified().await;
+        let woken: Vec<ObjectRef<Container>> = {
+            let mut all = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+            all.values_mut()
+                .filter_map(|backoff| {
+                    let who = backoff.node_down.take()?;
+                    backoff.until = None;
+                    Some(who)
+                })
+                .collect()
+        };
+        if !woken.is_empty() {
+            tracing::info!(
+                containers = woken.len(),
+                "a Proxmox node answers again; waking the Containers that waited for it"
+            );
+        }
+        for who in woken {
+            ctx.node_limits.wake(who);
+        }
+    }
 }
 
 /// The metadata of the watched objects of kind `K`: a change is all that
@@ -256,6 +286,7 @@ fn error_policy(ct: Arc<Container>, error: &Error, ctx: Arc<Context>) -> Action 
         let delay = ctx.timings.backoff(backoff.failures);
         backoff.until = Some(tokio::time::Instant::now() + delay);
         backoff.wanted = wanted(&ct);
+        backoff.node_down = matches!(error, Error::NodeDown { .. }).then(|| ObjectRef::from_obj(ct.as_ref()));
         (backoff.failures, delay)
     };
     tracing::warn!(namespace = ?ct.namespace(), name = %ct.name_any(), %error, failures, ?delay, "reconcile failed; retrying");
