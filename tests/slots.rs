@@ -32,6 +32,17 @@ async fn apply_node(world: &World, name: &str, slots: u32) {
         .expect("node with its slots");
 }
 
+/// Deletes Container `name` and waits until it is gone.
+async fn delete_and_wait_gone(world: &World, name: &str) {
+    let api = world.api::<Container>();
+    api.delete(name, &DeleteParams::default()).await.expect("delete");
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    while api.get_opt(name).await.expect("get").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "{name} was never deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn phase(ct: &Container) -> Option<Phase> {
     ct.status.as_ref().and_then(|s| s.phase)
 }
@@ -72,13 +83,7 @@ async fn containers_queued_for_a_busy_node_do_not_hold_up_another_nodes_deletion
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Deleting the Container on the other node goes ahead at once.
-    world.api::<Container>().delete("elsewhere", &DeleteParams::default()).await.expect("delete");
-    let api = world.api::<Container>();
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    while api.get_opt("elsewhere").await.expect("get").is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "elsewhere was never deleted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    delete_and_wait_gone(&world, "elsewhere").await;
     for name in ["busy-1", "busy-2"] {
         let ct = world.container(name).await.expect("container");
         assert_ne!(phase(&ct), Some(Phase::Ready), "{name}: the deletion waited for pve1's create");
@@ -160,13 +165,7 @@ async fn with_every_pipeline_slot_in_a_long_script_a_deletion_and_a_day_two_chan
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A deletion goes through at once.
-    world.api::<Container>().delete("gone", &DeleteParams::default()).await.expect("delete");
-    let api = world.api::<Container>();
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    while api.get_opt("gone").await.expect("get").is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "the deletion waited for the scripts");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    delete_and_wait_gone(&world, "gone").await;
 
     // All of it while both slots were still in their scripts.
     for name in ["long-1", "long-2"] {
