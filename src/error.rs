@@ -84,7 +84,7 @@ impl Error {
 impl From<proxmox::Error> for Error {
     fn from(error: proxmox::Error) -> Self {
         let message = error.to_string();
-        if error.is_node_down() || matches!(error, proxmox::Error::NodeUnavailable { .. }) {
+        if error.is_node_down() {
             Error::NodeDown { message }
         } else if error.is_transient() {
             Error::Transient { message }

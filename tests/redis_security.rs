@@ -38,14 +38,7 @@ async fn secured(tls: bool) {
     world.wait_phase("web-r", Phase::Ready, READY_TIMEOUT).await.expect("Ready");
 
     // Every event went through: the stream ends with `complete`.
-    let mut events = Vec::new();
-    for _ in 0..50 {
-        events = world.redis_stream("web-r").await.expect("stream");
-        if events.iter().any(|e| e["type"] == "complete") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let events = world.redis_stream_until_complete("web-r", Duration::from_secs(10)).await.expect("stream");
     assert!(events.iter().any(|e| e["type"] == "complete"), "no complete event in {} events", events.len());
     assert!(events.iter().any(|e| e["step"] == "syncing" && e["type"] == "log"), "script output is in the stream");
 

@@ -101,14 +101,7 @@ async fn floods_of_output_leave_the_controller_bounded_and_the_events_readable()
     assert!(peak < idle + 200 * 1024, "the controller held the output: idle {idle} KiB, peak {peak} KiB");
 
     // What is queued for Redis is still going out: wait for the end.
-    let mut events = Vec::new();
-    for _ in 0..600 {
-        events = world.redis_stream("flood").await.expect("stream");
-        if events.iter().any(|e| e["type"] == "complete") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let events = world.redis_stream_until_complete("flood", Duration::from_secs(120)).await.expect("stream");
     let logs: Vec<&Value> = events.iter().filter(|e| e["type"] == "log").collect();
     assert!(logs.iter().all(|e| e["message"].as_str().is_some_and(|m| m.len() <= 4096)), "bounded lines");
     // The stream keeps about the last 1,000 events: the end of the flood.

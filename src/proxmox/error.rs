@@ -177,10 +177,11 @@ impl Error {
     }
 
     /// The node itself did not answer: no connection or a timeout, or a
-    /// proxy in front of it (502, 503, 504, Proxmox's 596) saying so.
+    /// proxy in front of it (502, 503, 504, Proxmox's 596) saying so; or the
+    /// request was not sent because the node's breaker is open for that.
     pub fn is_node_down(&self) -> bool {
         match self {
-            Error::Connection { .. } => true,
+            Error::Connection { .. } | Error::NodeUnavailable { .. } => true,
             Error::Api { status, .. } => matches!(status, 502..=504 | 596),
             _ => false,
         }

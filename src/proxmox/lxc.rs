@@ -494,7 +494,7 @@ impl Client {
     }
 
     /// Polls `status/current` until the guest holds no lock, and returns that
-    /// status; the waits grow from 50 ms to `poll`.
+    /// status; the waits grow with the time waited, from 50 ms to `poll`.
     pub async fn wait_unlocked(
         &self,
         node: &str,

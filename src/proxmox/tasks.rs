@@ -158,8 +158,8 @@ impl Client {
         self.data(Method::GET, ApiPath::new("/nodes/{node}/tasks", &[node]), params).await
     }
 
-    /// Waits for a task to stop, polling its node: first after 50 ms, the
-    /// wait doubling up to `poll` (see [`PollInterval`]).
+    /// Waits for a task to stop, polling its node: after a tenth of the time
+    /// waited so far, at least 50 ms and at most `poll` (see [`PollInterval`]).
     ///
     /// A task the node does not know yet is polled again for a short grace period.
     /// `OK` and `WARNINGS: N` are success; any other exit status is

@@ -441,6 +441,20 @@ impl World {
         .await
     }
 
+    /// The Redis stream of `name` once it holds the `complete` event (what
+    /// is queued for Redis may still be going out), or as it is after
+    /// `timeout`.
+    pub async fn redis_stream_until_complete(&self, name: &str, timeout: Duration) -> Result<Vec<Value>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let events = self.redis_stream(name).await?;
+            if events.iter().any(|e| e["type"] == "complete") || tokio::time::Instant::now() >= deadline {
+                return Ok(events);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The events in a Container's Redis replay stream, oldest first.
     pub async fn redis_stream(&self, name: &str) -> Result<Vec<Value>> {
         let url = self.redis_url.as_deref().context("no Redis in this world")?;

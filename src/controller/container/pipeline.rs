@@ -65,10 +65,7 @@ pub(crate) async fn run(job: &mut Job<'_>, decision: plan::Run) -> Result<(), Er
     // waited for (see `controller::slots`), and a reconcile that waits for
     // one ends: deletions, drift checks and the configuration changes above
     // go on at once while every slot is busy with long scripts.
-    let _slot = match STAGES.iter().any(|stage| !job.status.stage_succeeded(stage.name)) {
-        true => Some(pipeline_slot(job).await?),
-        false => None,
-    };
+    let _slot = if next_stage(job).is_some() { Some(pipeline_slot(job).await?) } else { None };
     for stage in &STAGES {
         if job.status.stage_succeeded(stage.name) {
             continue;
@@ -84,6 +81,11 @@ pub(crate) async fn run(job: &mut Job<'_>, decision: plan::Run) -> Result<(), Er
         power::stop(job).await?;
     }
     finish_ready(job).await
+}
+
+/// The first stage that has not succeeded yet: where a run goes on.
+fn next_stage(job: &Job<'_>) -> Option<&'static Stage> {
+    STAGES.iter().find(|stage| !job.status.stage_succeeded(stage.name))
 }
 
 /// One of the controller's pipeline slots, or [`Error::Queued`] with the
@@ -135,8 +137,7 @@ fn begin(job: &mut Job<'_>, decision: &plan::Run) {
     // stage it runs, so no status written before that stage starts (a
     // reconfiguration, progress) shows Error next to the retry it acts on.
     if job.status.phase == Some(Phase::Error) {
-        let next = STAGES.iter().find(|stage| !job.status.stage_succeeded(stage.name));
-        job.status.phase = Some(next.map_or(Phase::Finalizing, |stage| stage.phase));
+        job.status.phase = Some(next_stage(job).map_or(Phase::Finalizing, |stage| stage.phase));
         job.status.message = None;
     }
 }
