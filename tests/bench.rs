@@ -6,6 +6,9 @@
 
 use crate::support;
 
+#[path = "bench_ansible.rs"]
+mod ansible;
+
 use std::time::{Duration, Instant};
 
 use infrahaus_operator::crd::{Container, Phase, StageName};

@@ -32,6 +32,14 @@ async fn apply_node(world: &World, name: &str, slots: u32) {
         .expect("node with its slots");
 }
 
+/// pve-sim's vzcreate tasks from now on take `ms`.
+async fn set_vzcreate(world: &World, ms: u64) {
+    world
+        .sim_admin(Method::POST, "/sim/task-duration", json!({"type": "vzcreate", "ms": ms}))
+        .await
+        .expect("vzcreate duration");
+}
+
 /// Deletes Container `name` and waits until it is gone.
 async fn delete_and_wait_gone(world: &World, name: &str) {
     let api = world.api::<Container>();
@@ -62,11 +70,10 @@ async fn containers_queued_for_a_busy_node_do_not_hold_up_another_nodes_deletion
     world.apply(elsewhere).await.expect("container");
     world.wait_phase("elsewhere", Phase::Ready, READY_TIMEOUT).await.expect("Ready");
 
-    // pve1 is busy with one long create; the second Container waits for its slot.
-    world
-        .sim_admin(Method::POST, "/sim/task-duration", json!({"type": "vzcreate", "ms": 15000}))
-        .await
-        .expect("slow vzcreate");
+    // pve1 is busy with one long create; the second Container waits for its
+    // slot. The create is long enough for the deletion below to fit in it on
+    // a loaded machine; the second Container's create is short again.
+    set_vzcreate(&world, 30_000).await;
     for name in ["busy-1", "busy-2"] {
         world.apply(container(name, "web", json!({"ipv4": "dhcp"}))).await.expect("container");
     }
@@ -79,26 +86,35 @@ async fn containers_queued_for_a_busy_node_do_not_hold_up_another_nodes_deletion
         assert!(tokio::time::Instant::now() < deadline, "no create started on pve1");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Time for the second Container to find pve1's one slot taken.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    set_vzcreate(&world, 500).await;
 
-    // Deleting the Container on the other node goes ahead at once.
+    // The second Container finds pve1's one slot taken and says so.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: Vec<String> = futures::future::join_all(["busy-1", "busy-2"].map(|n| world.container(n)))
+            .await
+            .into_iter()
+            .filter_map(|ct| ct.ok()?.status?.message)
+            .collect();
+        if waiting.iter().any(|m| m.contains("waiting for one of the 1 operation slots of node pve1")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the Container queued for pve1 says so: {waiting:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Deleting the Container on the other node goes ahead at once, while
+    // pve1's create still runs.
     delete_and_wait_gone(&world, "elsewhere").await;
+    let active = world.pve_get("/nodes/pve1/tasks?typefilter=vzcreate&source=active").await.expect("tasks");
+    assert!(
+        active.as_array().is_some_and(|t| !t.is_empty()),
+        "the deletion waited for pve1's create to end: {active}"
+    );
     for name in ["busy-1", "busy-2"] {
         let ct = world.container(name).await.expect("container");
         assert_ne!(phase(&ct), Some(Phase::Ready), "{name}: the deletion waited for pve1's create");
     }
-
-    let waiting: Vec<String> = futures::future::join_all(["busy-1", "busy-2"].map(|n| world.container(n)))
-        .await
-        .into_iter()
-        .filter_map(|ct| ct.ok()?.status?.message)
-        .filter(|m| m.contains("operation slots"))
-        .collect();
-    assert!(
-        waiting.iter().any(|m| m.contains("waiting for one of the 1 operation slots of node pve1")),
-        "the Container queued for pve1 says so: {waiting:?}"
-    );
 
     // The queued one gets the slot when the first is done, woken, not polled.
     for name in ["busy-1", "busy-2"] {

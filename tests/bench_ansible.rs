@@ -1,0 +1,1 @@
+//! Ansible against the controller on the same pve-sim.
