@@ -504,6 +504,9 @@ fn admin_api(sim: &Arc<Sim>, method: &Method, path: &str, body: &[u8]) -> ApiRes
         }
         ("POST", "ssh-fault") => {
             let fault = parse_json::<faults::SshFaultRequest>(body)?.into_fault().map_err(bad)?;
+            if fault.is_some() && sim.cfg.api_only_guests {
+                return Err(bad("no guest runs sshd with --api-only-guests".into()));
+            }
             sim.faults().ssh = fault;
             Ok(Value::Null)
         }

@@ -5,6 +5,7 @@ mod api;
 mod ctconfig;
 mod ctinit;
 mod faults;
+mod hostkeys;
 mod requests;
 mod runtime;
 mod schema;
@@ -85,6 +86,14 @@ struct Cli {
     /// Make the next task of a type end with N warnings, `TYPE=N`; may repeat.
     #[arg(long = "warn-task")]
     warn_tasks: Vec<String>,
+    /// Guests exist in the API and the task engine only: no root filesystem,
+    /// namespace, sshd or host keys (cheap enough to hold thousands).
+    #[arg(long)]
+    api_only_guests: bool,
+    /// Keep N sets of SSH host keys generated in the background for creates
+    /// to take (0: every create generates its own).
+    #[arg(long, default_value_t = 0)]
+    host_key_pool: usize,
 }
 
 fn main() {
@@ -170,7 +179,10 @@ async fn serve(cli: Cli) -> Result<()> {
     if !cli.listen.ip().is_loopback() {
         bail!("refusing to listen on {}: pve-sim serves loopback addresses only", cli.listen);
     }
-    if !std::path::Path::new("/usr/sbin/sshd").exists() {
+    if cli.api_only_guests && cli.host_key_pool > 0 {
+        tracing::warn!("--host-key-pool has no effect with --api-only-guests: guests have no host keys");
+    }
+    if !cli.api_only_guests && !std::path::Path::new("/usr/sbin/sshd").exists() {
         tracing::warn!("/usr/sbin/sshd is missing: containers will not start (install openssh-server)");
     }
     std::fs::create_dir_all(&cli.state_dir).with_context(|| format!("create {}", cli.state_dir.display()))?;
@@ -199,6 +211,8 @@ async fn serve(cli: Cli) -> Result<()> {
             lock_timeout: Duration::from_millis(cli.lock_timeout_ms),
             templates,
             fingerprint: identity.fingerprint.clone(),
+            api_only_guests: cli.api_only_guests,
+            host_key_pool: cli.host_key_pool,
         },
         build_faults(&cli)?,
     )?;

@@ -14,7 +14,7 @@ use crate::faults::SshFault;
 use anyhow::{bail, Context, Result};
 use tokio::sync::{oneshot, watch};
 
-use crate::ctinit::HOST_KEYS;
+use crate::hostkeys::{self, HostKey, HostKeyPool};
 
 /// Where one container's files live: `<state-dir>/lxc/<vmid>`.
 #[derive(Debug, Clone)]
@@ -40,12 +40,6 @@ pub(crate) struct RootfsSetup<'a> {
     pub(crate) ssh_public_keys: Option<&'a str>,
     pub(crate) nameserver: Option<&'a str>,
     pub(crate) searchdomain: Option<&'a str>,
-}
-
-/// A generated SSH host key, as the create log reports it.
-pub(crate) struct HostKey {
-    pub(crate) file_name: String,
-    pub(crate) fingerprint: String,
 }
 
 fn write_file(path: &Path, content: &str, mode: u32) -> Result<()> {
@@ -113,30 +107,10 @@ fn shadow_with_root(host_shadow: &str, root_hash: &str, days: u64) -> String {
     lines.join("\n") + "\n"
 }
 
-fn generate_host_key(upper: &Path, key_type: &str, file: &str, hostname: &str) -> Result<HostKey> {
-    let path = upper.join(file);
-    let comment = format!("root@{hostname}");
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", key_type, "-N", "", "-C", &comment, "-f"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .status()
-        .context("run ssh-keygen")?;
-    if !status.success() {
-        bail!("ssh-keygen -t {key_type} failed");
-    }
-    let out = Command::new("ssh-keygen").args(["-l", "-E", "sha256", "-f"]).arg(path.with_extension("pub")).output()?;
-    let listing = String::from_utf8_lossy(&out.stdout);
-    let fingerprint = listing
-        .split_whitespace()
-        .nth(1)
-        .filter(|f| f.starts_with("SHA256:"))
-        .with_context(|| format!("unexpected ssh-keygen -l output: {listing}"))?;
-    Ok(HostKey { file_name: file.rsplit('/').next().unwrap_or(file).to_string(), fingerprint: fingerprint.to_string() })
-}
-
-/// Creates the container's own layer over the host's root and writes its identity into it.
-pub(crate) fn prepare_rootfs(dir: &CtDir, setup: &RootfsSetup<'_>) -> Result<Vec<HostKey>> {
+/// Creates the container's own layer over the host's root and writes its
+/// identity into it. Its SSH host keys come from `pool` when it has a set
+/// ready, else they are generated here.
+pub(crate) fn prepare_rootfs(dir: &CtDir, setup: &RootfsSetup<'_>, pool: Option<&HostKeyPool>) -> Result<Vec<HostKey>> {
     let upper = dir.upper();
     make_dir(&dir.0, 0o700)?;
     make_dir(&upper, 0o755)?;
@@ -188,7 +162,17 @@ pub(crate) fn prepare_rootfs(dir: &CtDir, setup: &RootfsSetup<'_>) -> Result<Vec
     }
 
     make_dir(&upper.join("etc/ssh"), 0o755)?;
-    HOST_KEYS.iter().map(|(key_type, file)| generate_host_key(&upper, key_type, file, setup.hostname)).collect()
+    let comment = hostkeys::comment_for(setup.hostname);
+    if let Some(set) = pool.and_then(HostKeyPool::take) {
+        match hostkeys::install(set, &upper, &comment) {
+            Ok(keys) => return Ok(keys),
+            Err(e) => {
+                tracing::warn!(dir = %dir.0.display(), error = %format!("{e:#}"), "installing pooled host keys");
+                hostkeys::remove_installed(&upper);
+            }
+        }
+    }
+    hostkeys::generate(&upper, &comment)
 }
 
 /// Removes a container's files; retries briefly while the kernel releases its last mount.
@@ -317,7 +301,7 @@ impl Spawner {
                 return Ok(running);
             }
             if Instant::now() > deadline {
-                stop(&mut running).await;
+                stop_ct(&mut running).await;
                 bail!("sshd did not listen on {ip}:22 in time: {}", console_tail(dir));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -331,11 +315,9 @@ fn console_tail(dir: &CtDir) -> String {
     lines[lines.len().saturating_sub(5)..].join(" | ")
 }
 
-/// Stops a container: its init kills everything inside, then ct-init exits;
-/// a stuck container is killed outright (its init follows by parent-death signal).
 /// Asks the container to stop (SIGTERM to its init) and waits at most
 /// `timeout`; returns whether it stopped.
-pub(crate) async fn shutdown(running: &mut RunningCt, timeout: Duration) -> bool {
+async fn shutdown_ct(running: &mut RunningCt, timeout: Duration) -> bool {
     if !running.has_exited() {
         // SAFETY: signals a child process this pve-sim spawned and has not reaped.
         unsafe { libc::kill(running.pid as libc::pid_t, libc::SIGTERM) };
@@ -343,7 +325,9 @@ pub(crate) async fn shutdown(running: &mut RunningCt, timeout: Duration) -> bool
     tokio::time::timeout(timeout, running.wait_exit()).await.is_ok()
 }
 
-pub(crate) async fn stop(running: &mut RunningCt) {
+/// Stops a container: its init kills everything inside, then ct-init exits;
+/// a stuck container is killed outright (its init follows by parent-death signal).
+async fn stop_ct(running: &mut RunningCt) {
     let pid = running.pid as libc::pid_t;
     if !running.has_exited() {
         // SAFETY: signals a child process this pve-sim spawned and has not reaped.
@@ -353,6 +337,70 @@ pub(crate) async fn stop(running: &mut RunningCt) {
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         running.wait_exit().await;
+    }
+}
+
+/// What a started guest runs as.
+#[derive(Debug, Clone)]
+pub(crate) enum Running {
+    /// A container: its `ct-init` and everything inside.
+    Container(RunningCt),
+    /// A guest of `--api-only-guests`: running as far as the API shows, with
+    /// no process, namespace or file behind it.
+    ApiOnly { started: Instant },
+}
+
+impl Running {
+    pub(crate) fn api_only() -> Self {
+        Running::ApiOnly { started: Instant::now() }
+    }
+
+    pub(crate) fn has_exited(&self) -> bool {
+        match self {
+            Running::Container(ct) => ct.has_exited(),
+            Running::ApiOnly { .. } => false,
+        }
+    }
+
+    pub(crate) fn started(&self) -> Instant {
+        match self {
+            Running::Container(ct) => ct.started,
+            Running::ApiOnly { started } => *started,
+        }
+    }
+
+    /// The PID of the container's `ct-init`; none for an API-only guest.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        match self {
+            Running::Container(ct) => Some(ct.pid),
+            Running::ApiOnly { .. } => None,
+        }
+    }
+
+    /// Every process of the guest (none for an API-only guest).
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.pid().map(tree_pids).unwrap_or_default()
+    }
+
+    /// Resident memory of the guest's processes in bytes.
+    pub(crate) fn rss(&self) -> u64 {
+        self.pid().map_or(0, tree_rss)
+    }
+}
+
+/// Asks the guest to stop and waits at most `timeout`; returns whether it
+/// stopped. An API-only guest stops at once.
+pub(crate) async fn shutdown(running: &mut Running, timeout: Duration) -> bool {
+    match running {
+        Running::Container(ct) => shutdown_ct(ct, timeout).await,
+        Running::ApiOnly { .. } => true,
+    }
+}
+
+/// Stops the guest, killing it if it does not stop in time.
+pub(crate) async fn stop(running: &mut Running) {
+    if let Running::Container(ct) = running {
+        stop_ct(ct).await;
     }
 }
 
@@ -373,17 +421,20 @@ pub(crate) fn tree_pids(root: u32) -> Vec<u32> {
     pids
 }
 
-/// Resident memory of a process tree in bytes (the sum of each process's `VmRSS`).
-pub(crate) fn tree_rss(root: u32) -> u64 {
-    tree_pids(root)
-        .into_iter()
-        .filter_map(|pid| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+/// Resident memory of one process in bytes (its `VmRSS`; 0 when it is gone).
+pub(crate) fn process_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
             let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
-        .sum::<u64>()
-        * 1024
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Resident memory of a process tree in bytes (the sum of each process's `VmRSS`).
+pub(crate) fn tree_rss(root: u32) -> u64 {
+    tree_pids(root).into_iter().map(process_rss).sum()
 }
 
 #[cfg(test)]

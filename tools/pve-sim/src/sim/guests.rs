@@ -10,7 +10,8 @@ use super::pending::{unique_tags, Pending};
 use super::storage::{parse_rootfs_volume, print_size, size_bytes, size_bytes_exact, STORAGES};
 use super::{no_such_ct, ApiError, ApiResult, Caller, Ct, Sim};
 use crate::ctconfig;
-use crate::runtime::{self, RootfsSetup};
+use crate::hostkeys::HostKey;
+use crate::runtime::{self, RootfsSetup, Running};
 use crate::schema::{parse_boolean, parse_property_string, typed_json, ParamErrors, Params};
 
 /// What a create request keeps out of the stored config.
@@ -72,8 +73,8 @@ impl Sim {
             "status": if running.is_some() { "running" } else { "stopped" },
             "maxmem": memory << 20, "maxswap": swap << 20, "maxdisk": disk, "cpus": cores,
             "cpu": 0, "disk": 0, "netin": 0, "netout": 0, "diskread": 0, "diskwrite": 0,
-            "uptime": running.map_or(0, |r| r.started.elapsed().as_secs()),
-            "mem": running.map_or(0, |r| runtime::tree_rss(r.pid)),
+            "uptime": running.map_or(0, |r| r.started().elapsed().as_secs()),
+            "mem": running.map_or(0, Running::rss),
             "template": 0,
         });
         if let Some(obj) = status.as_object_mut() {
@@ -83,8 +84,8 @@ impl Sim {
             if let Some(tags) = config.get("tags") {
                 obj.insert("tags".into(), json!(tags));
             }
-            if let Some(r) = running {
-                obj.insert("pid".into(), json!(r.pid));
+            if let Some(pid) = running.and_then(Running::pid) {
+                obj.insert("pid".into(), json!(pid));
             }
         }
         status
@@ -271,6 +272,7 @@ impl Sim {
             vmid,
             caller,
             move |ctx| async move {
+                ctx.pace().await?;
                 let mut state = sim.state();
                 let ct = state.cts.get_mut(&vmid).ok_or_else(|| no_such_ct(&sim.cfg.node, vmid).message)?;
                 ct.volume_bytes = new_bytes;
@@ -385,6 +387,13 @@ impl Sim {
             caller,
             move |ctx| async move {
                 let hostname = config.get("hostname").cloned().unwrap_or_default();
+                let keys = if sim.cfg.api_only_guests {
+                    // No root filesystem, so no host keys and no fingerprints in the log.
+                    Vec::new()
+                } else {
+                    sim.prepare_rootfs(vmid, &hostname, &config, password, keys).await?
+                };
+                ctx.pace().await?;
                 if storage == "local-lvm" {
                     ctx.log(format!("  Logical volume \"vm-{vmid}-disk-0\" created."));
                     let blocks = (size_gib * 262_144.0) as u64;
@@ -393,27 +402,6 @@ impl Sim {
                 ctx.log(format!("extracting archive '/var/lib/vz/template/cache/{file}'"));
                 ctx.log("Total bytes read: 524001280 (500MiB, 183MiB/s)");
                 ctx.log("Detected container architecture: amd64");
-                let lease = sim.state().cts.get(&vmid).and_then(|ct| ct.lease);
-                let dir = sim.ct_dir(vmid);
-                let nameserver = config.get("nameserver").cloned();
-                let searchdomain = config.get("searchdomain").cloned();
-                let host = hostname.clone();
-                let keys = tokio::task::spawn_blocking(move || {
-                    runtime::prepare_rootfs(
-                        &dir,
-                        &RootfsSetup {
-                            hostname: &host,
-                            ip: lease.map(|(a, _)| a),
-                            password: password.as_deref(),
-                            ssh_public_keys: keys.as_deref(),
-                            nameserver: nameserver.as_deref(),
-                            searchdomain: searchdomain.as_deref(),
-                        },
-                    )
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("{e:#}"))?;
                 for key in keys {
                     ctx.log(format!("Creating SSH host key '{}' - this may take some time ...", key.file_name));
                     ctx.log(format!("done: {} root@{hostname}", key.fingerprint));
@@ -424,7 +412,7 @@ impl Sim {
                     ct.config = config;
                 }
                 if start_after {
-                    sim.start_container(vmid).await?;
+                    sim.start_container(vmid, None).await?;
                 }
                 Ok(())
             },
@@ -435,13 +423,50 @@ impl Sim {
                         tokio::spawn(async move { runtime::stop(&mut running).await });
                     }
                 }
-                if let Err(e) = runtime::destroy_files(&cleanup_sim.ct_dir(vmid)) {
-                    tracing::warn!(vmid, error = %e, "removing files of failed create");
+                if !cleanup_sim.cfg.api_only_guests {
+                    if let Err(e) = runtime::destroy_files(&cleanup_sim.ct_dir(vmid)) {
+                        tracing::warn!(vmid, error = %e, "removing files of failed create");
+                    }
                 }
             },
         );
         self.state().creates.push(super::Create { vmid, upid: upid.clone(), description });
         Ok(upid)
+    }
+
+    /// A new container's own layer and identity, its host keys from the
+    /// pool when one is ready; runs off the async threads.
+    async fn prepare_rootfs(
+        self: &Arc<Self>,
+        vmid: u32,
+        hostname: &str,
+        config: &Params,
+        password: Option<String>,
+        ssh_public_keys: Option<String>,
+    ) -> Result<Vec<HostKey>, String> {
+        let lease = self.state().cts.get(&vmid).and_then(|ct| ct.lease);
+        let dir = self.ct_dir(vmid);
+        let nameserver = config.get("nameserver").cloned();
+        let searchdomain = config.get("searchdomain").cloned();
+        let hostname = hostname.to_string();
+        let sim = self.clone();
+        tokio::task::spawn_blocking(move || {
+            runtime::prepare_rootfs(
+                &dir,
+                &RootfsSetup {
+                    hostname: &hostname,
+                    ip: lease.map(|(a, _)| a),
+                    password: password.as_deref(),
+                    ssh_public_keys: ssh_public_keys.as_deref(),
+                    nameserver: nameserver.as_deref(),
+                    searchdomain: searchdomain.as_deref(),
+                },
+                sim.host_keys.as_ref(),
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{e:#}"))
     }
 
     // ---- destroy -----------------------------------------------------------------
@@ -459,13 +484,16 @@ impl Sim {
             vmid,
             caller,
             move |ctx| async move {
+                ctx.pace().await?;
                 sim.stop_container(vmid).await;
                 let rootfs = sim.state().cts.get(&vmid).and_then(|ct| ct.config.get("rootfs").cloned());
-                let dir = sim.ct_dir(vmid);
-                tokio::task::spawn_blocking(move || runtime::destroy_files(&dir))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("{e:#}"))?;
+                if !sim.cfg.api_only_guests {
+                    let dir = sim.ct_dir(vmid);
+                    tokio::task::spawn_blocking(move || runtime::destroy_files(&dir))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| format!("{e:#}"))?;
+                }
                 if let Some(volume) = rootfs.as_deref().and_then(|r| r.split(',').next()) {
                     if volume.starts_with("local-lvm:") {
                         ctx.log(format!("  Logical volume \"vm-{vmid}-disk-0\" successfully removed."));

@@ -14,7 +14,7 @@ mod tasks;
 
 pub(crate) use tasks::TaskFilter;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -27,8 +27,9 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::ctconfig::Ipv4Pool;
 use crate::faults::Faults;
+use crate::hostkeys::HostKeyPool;
 use crate::requests::RequestCounts;
-use crate::runtime::{self, CtDir, RunningCt, Spawner};
+use crate::runtime::{self, CtDir, Running, Spawner};
 use crate::schema::{ApiSchema, ParamErrors, Params};
 use storage::STORAGES;
 use tasks::Task;
@@ -74,6 +75,11 @@ pub(crate) struct SimConfig {
     pub(crate) lock_timeout: Duration,
     pub(crate) templates: Vec<String>,
     pub(crate) fingerprint: String,
+    /// Guests exist in the API and the task engine only: no root filesystem,
+    /// no namespaces, no sshd.
+    pub(crate) api_only_guests: bool,
+    /// How many sets of SSH host keys to keep generated ahead of creates (0: none).
+    pub(crate) host_key_pool: usize,
 }
 
 struct Ct {
@@ -84,7 +90,7 @@ struct Ct {
     /// The size of the rootfs volume, which only a resize changes.
     volume_bytes: u64,
     lease: Option<(Ipv4Addr, u8)>,
-    running: Option<RunningCt>,
+    running: Option<Running>,
     file_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -92,6 +98,8 @@ struct Ct {
 struct State {
     cts: BTreeMap<u32, Ct>,
     tasks: Vec<Task>,
+    /// Where each UPID is in `tasks` (tasks are never removed).
+    task_index: HashMap<String, usize>,
     /// Every create accepted since start, destroyed guests included: what
     /// tests check "exactly one create per owner" against.
     creates: Vec<Create>,
@@ -110,6 +118,8 @@ pub(crate) struct Sim {
     pub(crate) schema: ApiSchema,
     faults: Mutex<Faults>,
     spawner: Spawner,
+    /// Host keys generated ahead of creates (`--host-key-pool`).
+    host_keys: Option<HostKeyPool>,
     state: Mutex<State>,
     seq: AtomicU32,
     pub(crate) requests: RequestCounts,
@@ -136,12 +146,20 @@ fn lock_timeout_error(vmid: u32) -> String {
 }
 
 impl Sim {
+    /// The simulated node; with a host key pool configured, the pool starts
+    /// filling in the background.
     pub(crate) fn new(cfg: SimConfig, faults: Faults) -> anyhow::Result<Arc<Self>> {
+        let host_keys = if cfg.host_key_pool > 0 && !cfg.api_only_guests {
+            Some(HostKeyPool::start(cfg.state_dir.join("host-key-pool"), cfg.host_key_pool)?)
+        } else {
+            None
+        };
         Ok(Arc::new(Self {
             cfg,
             schema: ApiSchema::embedded()?,
             faults: Mutex::new(faults),
             spawner: Spawner::new()?,
+            host_keys,
             state: Mutex::new(State::default()),
             seq: AtomicU32::new(0),
             requests: RequestCounts::default(),
@@ -263,6 +281,7 @@ impl Sim {
             .iter()
             .map(|(vmid, ct)| {
                 let running = ct.running.as_ref().filter(|r| !r.has_exited());
+                let dir = (!self.cfg.api_only_guests).then(|| self.ct_dir(*vmid).0);
                 json!({
                     "vmid": vmid,
                     "status": if running.is_some() { "running" } else { "stopped" },
@@ -274,10 +293,10 @@ impl Sim {
                     },
                     "pending": ct.pending.values, "pending_delete": ct.pending.delete,
                     "ip": ct.lease.map(|(a, _)| a.to_string()),
-                    "pid": running.map(|r| r.pid),
-                    "pids": running.map(|r| runtime::tree_pids(r.pid)),
-                    "rss_bytes": running.map(|r| runtime::tree_rss(r.pid)),
-                    "dir": self.ct_dir(*vmid).0,
+                    "pid": running.and_then(Running::pid),
+                    "pids": running.map(Running::pids),
+                    "rss_bytes": running.map(Running::rss),
+                    "dir": dir,
                 })
             })
             .collect();
@@ -287,17 +306,28 @@ impl Sim {
             .iter()
             .map(|c| json!({"vmid": c.vmid, "upid": c.upid, "description": c.description}))
             .collect();
+        let pid = std::process::id();
         json!({
+            "mode": if self.cfg.api_only_guests { "api-only" } else { "containers" },
             "containers": cts, "running_tasks": running_tasks, "requests": self.requests.to_json(),
             "creates": creates,
+            "host_key_pool": self.host_keys.as_ref().map(HostKeyPool::to_json),
+            "process": {"pid": pid, "rss_bytes": runtime::process_rss(pid)},
         })
     }
 
-    /// Stops every running container (SIGTERM to pve-sim).
-    pub(crate) async fn shutdown(&self) {
-        let all: Vec<RunningCt> = self.state().cts.values_mut().filter_map(|ct| ct.running.take()).collect();
+    /// Stops every running container and the host key pool (SIGTERM to pve-sim).
+    pub(crate) async fn shutdown(self: &Arc<Self>) {
+        let all: Vec<Running> = self.state().cts.values_mut().filter_map(|ct| ct.running.take()).collect();
         let stops = all.into_iter().map(|mut running| async move { runtime::stop(&mut running).await });
         futures_join_all(stops).await;
+        let sim = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(pool) = &sim.host_keys {
+                pool.stop();
+            }
+        })
+        .await;
     }
 }
 

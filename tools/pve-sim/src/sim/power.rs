@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::tasks::TaskCtx;
 use super::{no_such_ct, ApiError, ApiResult, Caller, Ct, Sim};
-use crate::runtime;
+use crate::runtime::{self, Running};
 use crate::schema::{parse_boolean, Params};
 
 /// `vm_shutdown`'s default `timeout`.
@@ -15,7 +16,10 @@ impl Sim {
         ct.running.as_ref().is_some_and(|r| !r.has_exited())
     }
 
-    pub(super) async fn start_container(&self, vmid: u32) -> Result<(), String> {
+    /// `vm_start`: applies what was pending, starts the container (an
+    /// API-only guest has nothing to start), waits out the task's duration
+    /// when `pace` is given, then shows the guest running.
+    pub(super) async fn start_container(&self, vmid: u32, pace: Option<&TaskCtx>) -> Result<(), String> {
         let (hostname, ip) = {
             let mut state = self.state();
             let ct = state.cts.get_mut(&vmid).ok_or_else(|| no_such_ct(&self.cfg.node, vmid).message)?;
@@ -26,12 +30,27 @@ impl Sim {
             ct.pending.apply(&mut ct.config);
             (ct.config.get("hostname").cloned().unwrap_or_else(|| format!("CT{vmid}")), ct.lease.map(|(a, _)| a))
         };
-        let ssh_fault = self.faults().ssh;
-        let running = self
-            .spawner
-            .start(&self.ct_dir(vmid), &hostname, ip, ssh_fault)
-            .await
-            .map_err(|e| format!("startup for container '{vmid}' failed: {e:#}"))?;
+        let mut running = if self.cfg.api_only_guests {
+            Running::api_only()
+        } else {
+            let ssh_fault = self.faults().ssh;
+            let ct = self
+                .spawner
+                .start(&self.ct_dir(vmid), &hostname, ip, ssh_fault)
+                .await
+                .map_err(|e| format!("startup for container '{vmid}' failed: {e:#}"))?;
+            Running::Container(ct)
+        };
+        if let Some(ctx) = pace {
+            if let Err(e) = ctx.pace().await {
+                runtime::stop(&mut running).await;
+                return Err(e);
+            }
+        }
+        if self.cfg.api_only_guests {
+            // Its uptime counts from when the start ends.
+            running = Running::api_only();
+        }
         let mut leftover = None;
         {
             let mut state = self.state();
@@ -100,7 +119,7 @@ impl Sim {
                     "vzstart",
                     vmid,
                     caller,
-                    move |_| async move { sim.start_container(vmid).await },
+                    move |ctx| async move { sim.start_container(vmid, Some(&ctx)).await },
                     || {},
                 ))
             }
@@ -114,7 +133,8 @@ impl Sim {
                     task_type,
                     vmid,
                     caller,
-                    move |_| async move {
+                    move |ctx| async move {
+                        ctx.pace().await?;
                         if shutdown {
                             let timeout = Duration::from_secs(timeout.unwrap_or(SHUTDOWN_TIMEOUT_SECS));
                             sim.shutdown_container(vmid, timeout, force).await
@@ -131,15 +151,18 @@ impl Sim {
                     return Err(ApiError::internal(format!("CT {vmid} not running")));
                 }
                 // `vm_reboot`: a shutdown that kills after its timeout, then
-                // `vm_start`, which applies what was pending.
+                // `vm_start`, which applies what was pending. The guest shows
+                // running while the task's duration passes, as during a slow
+                // shutdown; the restart itself follows.
                 Ok(self.spawn_task(
                     "vzreboot",
                     vmid,
                     caller,
-                    move |_| async move {
+                    move |ctx| async move {
+                        ctx.pace().await?;
                         let timeout = timeout.map_or(Duration::from_secs(10), Duration::from_secs);
                         sim.shutdown_container(vmid, timeout, true).await?;
-                        sim.start_container(vmid).await
+                        sim.start_container(vmid, None).await
                     },
                     || {},
                 ))

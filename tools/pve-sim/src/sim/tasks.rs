@@ -2,7 +2,7 @@
 //! status, log and stop of `/nodes/{node}/tasks`.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -21,8 +21,13 @@ pub(super) struct Task {
 }
 
 impl Sim {
-    /// Starts a worker like `fork_worker`: takes the config lock, waits the task's
-    /// duration (abortable), then does the work; `on_failure` undoes what a failed task leaves.
+    /// Starts a worker like `fork_worker`: takes the config lock, then does
+    /// the work. The task's configured duration (`--task-duration`) is the
+    /// minimum of its total run time, counted from when it holds the lock:
+    /// the work prepares what takes real time (a container's files and host
+    /// keys, its processes), then waits out the rest of the duration with
+    /// [`TaskCtx::pace`] (where a stop request interrupts it), then makes its
+    /// effects visible. `on_failure` undoes what a failed task leaves.
     pub(super) fn spawn_task<W, F>(
         self: &Arc<Self>,
         task_type: &str,
@@ -47,22 +52,33 @@ impl Sim {
         };
         let text = upid.to_string();
         let abort = Arc::new(Notify::new());
-        self.state().tasks.push(Task { upid, text: text.clone(), log: Vec::new(), end: None, abort: abort.clone() });
+        {
+            let mut state = self.state();
+            let index = state.tasks.len();
+            state.tasks.push(Task { upid, text: text.clone(), log: Vec::new(), end: None, abort: abort.clone() });
+            state.task_index.insert(text.clone(), index);
+        }
         let (outcome, duration) = {
             let mut faults = self.faults();
             (faults.take_task_outcome(task_type), faults.duration(task_type))
         };
-        let ctx = TaskCtx { sim: self.clone(), upid: text.clone() };
         let sim = self.clone();
+        let upid = text.clone();
         tokio::spawn(async move {
             let result: Result<u32, String> = async {
                 let _guard = sim.lock_config(vmid).await?;
-                tokio::select! {
-                    () = tokio::time::sleep(duration) => {}
-                    () = abort.notified() => return Err("interrupted by signal".to_string()),
-                }
-                match outcome {
-                    Some(TaskOutcome::Fail(message)) => Err(message),
+                let ctx = TaskCtx {
+                    sim: sim.clone(),
+                    upid: upid.clone(),
+                    deadline: tokio::time::Instant::now() + duration,
+                    abort,
+                    paced: Arc::new(AtomicBool::new(false)),
+                };
+                let result = match outcome {
+                    Some(TaskOutcome::Fail(message)) => {
+                        ctx.pace().await?;
+                        Err(message)
+                    }
                     Some(TaskOutcome::Warnings(n)) => {
                         work(ctx.clone()).await?;
                         for i in 1..=n {
@@ -71,7 +87,12 @@ impl Sim {
                         Ok(n)
                     }
                     None => work(ctx.clone()).await.map(|()| 0),
+                };
+                if result.is_ok() && !ctx.paced.load(Ordering::Relaxed) {
+                    // A worker that never paced still lasts its duration.
+                    tokio::time::sleep_until(ctx.deadline).await;
                 }
+                result
             }
             .await;
             let status = match &result {
@@ -86,24 +107,29 @@ impl Sim {
                 Err(message) => format!("TASK ERROR: {message}"),
                 Ok(_) => format!("TASK {status}"),
             };
-            ctx.log(last);
-            sim.finish_task(&ctx.upid, status);
+            sim.append_log(&upid, last);
+            sim.finish_task(&upid, status);
         });
         text
     }
 
     fn finish_task(&self, upid: &str, status: String) {
         let mut state = self.state();
-        if let Some(task) = state.tasks.iter_mut().find(|t| t.text == upid) {
+        if let Some(task) = Self::task_mut(&mut state, upid) {
             task.end = Some((now(), status));
         }
     }
 
     fn append_log(&self, upid: &str, line: String) {
         let mut state = self.state();
-        if let Some(task) = state.tasks.iter_mut().find(|t| t.text == upid) {
+        if let Some(task) = Self::task_mut(&mut state, upid) {
             task.log.push(line);
         }
+    }
+
+    fn task_mut<'a>(state: &'a mut State, upid: &str) -> Option<&'a mut Task> {
+        let index = *state.task_index.get(upid)?;
+        state.tasks.get_mut(index)
     }
 
     fn task_entry(task: &Task) -> Value {
@@ -129,7 +155,11 @@ impl Sim {
 
     fn find_task<'a>(&self, state: &'a State, upid: &str) -> ApiResult<&'a Task> {
         upid.parse::<Upid>().map_err(|e| ApiError::param("upid", format!("{e} '{upid}'")))?;
-        state.tasks.iter().find(|t| t.text == upid).ok_or_else(|| ApiError::internal("no such task"))
+        state
+            .task_index
+            .get(upid)
+            .and_then(|index| state.tasks.get(*index))
+            .ok_or_else(|| ApiError::internal("no such task"))
     }
 
     pub(crate) fn task_status(&self, upid: &str) -> ApiResult<Value> {
@@ -170,15 +200,33 @@ impl Sim {
     }
 }
 
+/// What a worker gets: its log and its pace.
 #[derive(Clone)]
 pub(super) struct TaskCtx {
     sim: Arc<Sim>,
     upid: String,
+    /// When the task's configured duration is over.
+    deadline: tokio::time::Instant,
+    abort: Arc<Notify>,
+    paced: Arc<AtomicBool>,
 }
 
 impl TaskCtx {
     pub(super) fn log(&self, line: impl Into<String>) {
         self.sim.append_log(&self.upid, line.into());
+    }
+
+    /// Waits until the task's configured duration is over (at once if it
+    /// is); a stop request (`DELETE /tasks/{upid}`) made since the task began
+    /// interrupts it. Workers call it once, after their preparation and
+    /// before their visible effects.
+    pub(super) async fn pace(&self) -> Result<(), String> {
+        self.paced.store(true, Ordering::Relaxed);
+        tokio::select! {
+            biased;
+            () = self.abort.notified() => Err("interrupted by signal".to_string()),
+            () = tokio::time::sleep_until(self.deadline) => Ok(()),
+        }
     }
 }
 
