@@ -158,7 +158,7 @@ impl Client {
         self.data(Method::GET, ApiPath::new("/nodes/{node}/tasks", &[node]), params).await
     }
 
-    /// Waits for a task to stop, polling its node: after a tenth of the time
+    /// Waits for a task to stop, polling its node: after a fortieth of the time
     /// waited so far, at least 50 ms and at most `poll` (see [`PollInterval`]).
     ///
     /// A task the node does not know yet is polled again for a short grace period.

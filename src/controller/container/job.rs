@@ -13,6 +13,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 
 use super::resolve::Inputs;
+use super::writer::StatusWriter;
 use crate::controller::{Context, NodePermit};
 use crate::crd::conditions::reasons;
 use crate::crd::{
@@ -55,6 +56,11 @@ pub(crate) struct Job<'a> {
     span: (i32, i32),
     /// The status as last read or written, so unchanged status is not written.
     saved: ContainerStatus,
+    writer: StatusWriter,
+    /// The SSH session of this run, opened by the first stage that needs
+    /// one and used by the next (Deploy, Sync and Finalize of one run share
+    /// one); forgotten when a task may have restarted the guest.
+    session: Option<(std::net::IpAddr, Arc<SshSession>)>,
 }
 
 /// The percent a run starts from. Percent never decreases within a
@@ -99,9 +105,12 @@ impl<'a> Job<'a> {
         let api = Api::namespaced(ctx.client.clone(), &namespace);
         let status = ct.status.clone().unwrap_or_default();
         let last_percent = resumed_percent(&status, ct.metadata.generation);
+        let writer = StatusWriter::new(api.clone(), ct.name_any());
         Self {
             ctx,
             api,
+            writer,
+            session: None,
             pve,
             node,
             node_key,
@@ -140,15 +149,29 @@ impl<'a> Job<'a> {
         self.status.vmid.map(i64::from)
     }
 
-    /// Writes the whole status with server-side apply.
-    /// Writes the status when it differs from what was last read or written.
+    /// Writes the whole status with server-side apply, when it differs from
+    /// what was last read or written, and waits for the write.
     pub async fn save(&mut self) -> Result<(), Error> {
         if self.status == self.saved {
             return Ok(());
         }
-        k8s::apply_status(&self.api, &self.name, &self.status).await?;
+        self.writer.write(&self.status).await?;
         self.saved = self.status.clone();
         Ok(())
+    }
+
+    /// Like [`Job::save`], in the background: for progress, which the run
+    /// need not wait for (see `writer`).
+    fn save_soon(&mut self) {
+        if self.status != self.saved {
+            self.writer.write_soon(self.status.clone());
+            self.saved = self.status.clone();
+        }
+    }
+
+    /// Waits for the status written in the background.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.writer.flush().await
     }
 
     /// Sets the percent span the running stage reports progress in.
@@ -169,7 +192,7 @@ impl<'a> Job<'a> {
         self.last_percent = percent;
         self.status.progress = Some(percent);
         self.status.message = Some(message.clone());
-        self.save().await?;
+        self.save_soon();
         if let Some(stage) = self.current_stage() {
             tracing::debug!(step = stage.as_str(), percent, "{message}");
             let event = ProgressEvent::step(&self.identity(), stage.as_str(), event_percent(percent), &message)
@@ -225,6 +248,8 @@ impl<'a> Job<'a> {
     /// record once the task succeeded (a failed or unfinished wait keeps it,
     /// so a retry waits on the same task instead of issuing another).
     pub async fn follow_task(&mut self, upid: &Upid) -> Result<TaskOutcome, Error> {
+        // A reboot or a shutdown ends the guest's sessions.
+        self.session = None;
         self.set_task(upid).await?;
         let outcome = self.wait_task(upid).await?;
         self.status.task_ref = None;
@@ -282,7 +307,26 @@ impl<'a> Job<'a> {
     /// when the create log printed none. A key accepted with the annotation
     /// `infrahaus.io/accept-host-key=<fingerprint>` replaces the pins: the
     /// guest must present exactly that key, and an Event records it.
-    pub async fn ssh(&mut self, ip: std::net::IpAddr) -> Result<SshSession, Error> {
+    /// The session is kept for the rest of the run.
+    pub async fn ssh(&mut self, ip: std::net::IpAddr) -> Result<Arc<SshSession>, Error> {
+        if let Some((open_to, session)) = &self.session {
+            if *open_to == ip {
+                return Ok(session.clone());
+            }
+        }
+        let session = Arc::new(self.connect(ip).await?);
+        self.session = Some((ip, session.clone()));
+        Ok(session)
+    }
+
+    /// Closes the run's SSH session, if one is open.
+    pub async fn close_ssh(&mut self) {
+        if let Some(session) = self.session.take().and_then(|(_, session)| Arc::into_inner(session)) {
+            let _ = session.close().await;
+        }
+    }
+
+    async fn connect(&mut self, ip: std::net::IpAddr) -> Result<SshSession, Error> {
         let accepted = self.accepted_host_key();
         let pins = match &accepted {
             Some(fingerprint) => vec![fingerprint.clone()],
@@ -319,7 +363,7 @@ impl<'a> Job<'a> {
     }
 
     /// SSH to the address Deploy recorded.
-    pub async fn ssh_recorded(&mut self) -> Result<SshSession, Error> {
+    pub async fn ssh_recorded(&mut self) -> Result<Arc<SshSession>, Error> {
         let ip = self
             .status
             .ip_address

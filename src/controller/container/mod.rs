@@ -11,6 +11,7 @@ mod reconfigure;
 mod resolve;
 mod settings;
 mod stages;
+mod writer;
 
 use std::sync::Arc;
 
@@ -341,6 +342,10 @@ async fn apply(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
     };
     let mut job = job::Job::new(ctx, ct.clone(), inputs);
     let result = pipeline::run(&mut job, decision).await;
+    job.close_ssh().await;
+    // Progress written in the background lands before the next reconcile.
+    let flushed = job.flush().await;
+    let result = result.and(flushed);
     let ct = Container { status: Some(job.status.clone()), ..(*ct).clone() };
     match result {
         Ok(()) => {

@@ -53,7 +53,6 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
         let mode = layout::parse_file_mode(file.mode.as_deref().unwrap_or("0644"))?;
         session.upload(&file.path, &content, mode).await?;
     }
-    let _ = session.close().await;
     job.progress(100, "Configuration deployed").await?;
     Ok(())
 }

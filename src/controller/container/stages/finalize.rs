@@ -23,7 +23,6 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
     let tcp = session.exec_capture(discovery::TCP_PORTS_COMMAND, DISCOVERY_TIMEOUT).await?;
     let udp = session.exec_capture(discovery::UDP_PORTS_COMMAND, DISCOVERY_TIMEOUT).await?;
     let credentials = session.exec_capture(&discovery::credentials_command(), DISCOVERY_TIMEOUT).await?;
-    let _ = session.close().await;
     if !credentials.status.success() {
         return Err(Error::permanent(
             reasons::FAILED,

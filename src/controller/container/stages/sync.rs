@@ -50,7 +50,6 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
         let command = layout::script_command(&script.name)?;
         run_script(job, &session, &redactions, &script.name, &command, timeout).await?;
     }
-    let _ = session.close().await;
     job.progress(100, format!("{} scripts completed", scripts.len())).await?;
     Ok(())
 }
