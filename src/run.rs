@@ -108,6 +108,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         drift_checks: Default::default(),
         breakers: Default::default(),
         node_back: Default::default(),
+        vmids: Default::default(),
         pipeline_slots: usize::from(args.concurrency.max(1)),
     });
     let options = RunOptions {

@@ -5,8 +5,10 @@ mod container;
 pub(crate) mod node;
 mod slots;
 pub(crate) mod sshkey;
+mod vmids;
 
 pub(crate) use slots::{NodeLimits, NodePermit};
+pub(crate) use vmids::Vmids;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,6 +48,9 @@ pub(crate) struct Context {
     pub breakers: std::sync::Mutex<HashMap<String, Arc<crate::proxmox::Breaker>>>,
     /// Told by a breaker when its node answers again.
     pub node_back: Arc<tokio::sync::Notify>,
+    /// Vmids handed out and not created yet, so Containers created together
+    /// do not all try the same one.
+    pub vmids: Vmids,
 }
 
 impl Context {

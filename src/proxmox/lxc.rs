@@ -303,6 +303,16 @@ impl Client {
     }
 
     /// `GET /cluster/nextid`: the lowest free vmid at this moment.
+    /// Whether no guest holds `vmid` (`GET /cluster/nextid` with `vmid`).
+    pub async fn vmid_is_free(&self, vmid: u32) -> Result<bool, Error> {
+        let path = ApiPath::new("/cluster/nextid", &[]);
+        match self.data::<serde_json::Value>(Method::GET, path, vec![("vmid", vmid.to_string())]).await {
+            Ok(_) => Ok(true),
+            Err(error) if error.is_already_exists() => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     pub async fn next_id(&self) -> Result<u32, Error> {
         let path = ApiPath::new("/cluster/nextid", &[]);
         let value: serde_json::Value = self.data(Method::GET, path.clone(), vec![]).await?;

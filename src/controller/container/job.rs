@@ -61,6 +61,11 @@ pub(crate) struct Job<'a> {
     /// one and used by the next (Deploy, Sync and Finalize of one run share
     /// one); forgotten when a task may have restarted the guest.
     session: Option<(std::net::IpAddr, Arc<SshSession>)>,
+    /// The node slot this run holds: taken by Create and kept through
+    /// Start, so a Container's two tasks follow each other without giving
+    /// the slot up (and waking another Container that would find it taken
+    /// again) in between.
+    node_slot: Option<NodePermit>,
 }
 
 /// The percent a run starts from. Percent never decreases within a
@@ -111,6 +116,7 @@ impl<'a> Job<'a> {
             api,
             writer,
             session: None,
+            node_slot: None,
             pve,
             node,
             node_key,
@@ -284,12 +290,26 @@ impl<'a> Job<'a> {
     /// One of the node's `maxConcurrentOperations` slots, or
     /// [`Error::Queued`]: the reconcile ends and the Container is woken when
     /// a slot is free (see `controller::slots`).
-    pub fn node_permit(&self) -> Result<NodePermit, Error> {
+    fn node_permit(&self) -> Result<NodePermit, Error> {
         let who = ObjectRef::from_obj(self.ct.as_ref());
         self.ctx
             .node_limits
             .try_acquire(&self.node_key, self.max_node_operations, &who)
             .map_err(|busy| Error::queued_on_node(&self.node, busy.limit))
+    }
+
+    /// Holds one of the node's slots for the rest of the stage (and through
+    /// Start, when Create takes it), or [`Error::Queued`].
+    pub fn hold_node_slot(&mut self) -> Result<(), Error> {
+        if self.node_slot.is_none() {
+            self.node_slot = Some(self.node_permit()?);
+        }
+        Ok(())
+    }
+
+    /// Gives the node slot back, if this run holds one.
+    pub fn release_node_slot(&mut self) {
+        self.node_slot = None;
     }
 
     /// One of the controller's `--concurrency` pipeline slots, or

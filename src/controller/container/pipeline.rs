@@ -168,6 +168,10 @@ async fn run_stage(job: &mut Job<'_>, stage: &Stage) -> Result<(), Error> {
 
     let result = stage.run(job).await.map_err(|error| ssh_lost_too_long(job, name, error));
     job.ctx.metrics.stage_duration(name.as_str(), started.elapsed().as_secs_f64());
+    // Create keeps its node slot for Start; every other end gives it back.
+    if result.is_err() || name != StageName::Creating {
+        job.release_node_slot();
+    }
     match result {
         Ok(()) => {
             let message = job.status.message.clone().unwrap_or_default();

@@ -19,8 +19,8 @@ use crate::k8s;
 use crate::proxmox::{self, CreateLxcParams, Upid};
 
 const GENERATED_PASSWORD_LEN: usize = 24;
-/// Containers applied together all get the same `/cluster/nextid`; each
-/// collision costs one more allocation.
+/// Another client may create a guest at an allocated vmid first (nextid
+/// reserves nothing); each such collision costs one more allocation.
 const ALLOCATION_ATTEMPTS: usize = 20;
 
 pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
@@ -31,8 +31,13 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
 
     for _ in 0..ALLOCATION_ATTEMPTS {
         match attempt(job).await? {
-            Attempt::Done => return Ok(()),
+            Attempt::Done => {
+                // The guest exists: Proxmox skips its vmid from now on.
+                job.ctx.vmids.release(&job.node_key, job.vmid()?);
+                return Ok(());
+            }
             Attempt::Taken(vmid) => {
+                job.ctx.vmids.release(&job.node_key, vmid);
                 tracing::info!(vmid, "vmid was taken by another guest meanwhile; allocating another");
                 job.status.vmid = None;
                 job.save().await?;
@@ -94,7 +99,7 @@ async fn attempt(job: &mut Job<'_>) -> Result<Attempt, Error> {
 
     let password = root_password(job).await?;
     let params = create_params(job, vmid, password)?;
-    let _permit = job.node_permit()?;
+    job.hold_node_slot()?;
     job.progress(20, format!("Creating container {vmid} on node {node}")).await?;
     let upid = match job.pve.create_lxc(&node, &params).await {
         Ok(upid) => upid,
@@ -146,13 +151,29 @@ fn existing_guest(owned: bool, vmid_in_spec: bool) -> ExistingGuest {
 async fn allocate_vmid(job: &mut Job<'_>) -> Result<u32, Error> {
     let vmid = match job.ct.spec.vmid {
         Some(vmid) => vmid as u32,
-        None => job.pve.next_id().await?,
+        None => next_free_vmid(job).await?,
     };
     job.status.vmid = Some(vmid as i32);
     job.status.node = Some(job.node.clone());
     job.save().await?;
     tracing::Span::current().record("vmid", vmid);
     Ok(vmid)
+}
+
+/// The lowest vmid Proxmox has no guest at and this controller has not
+/// handed out to another Container yet (see `controller::vmids`).
+async fn next_free_vmid(job: &Job<'_>) -> Result<u32, Error> {
+    let mut lowest = job.pve.next_id().await?;
+    for _ in 0..ALLOCATION_ATTEMPTS {
+        let vmid = job.ctx.vmids.hold_from(&job.node_key, lowest);
+        if vmid == lowest || job.pve.vmid_is_free(vmid).await? {
+            return Ok(vmid);
+        }
+        // Another client's guest sits there.
+        job.ctx.vmids.release(&job.node_key, vmid);
+        lowest = vmid + 1;
+    }
+    Err(Error::transient(format!("no free vmid found in {ALLOCATION_ATTEMPTS} tries; trying again later")))
 }
 
 fn create_params(job: &Job<'_>, vmid: u32, password: String) -> Result<CreateLxcParams, Error> {

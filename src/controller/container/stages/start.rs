@@ -35,7 +35,7 @@ pub(super) async fn run(job: &mut Job<'_>) -> Result<(), Error> {
     let current = job.pve.wait_unlocked(&node, vmid, timings.task_poll, timings.task_timeout).await?;
     if !current.is_running() {
         check_owned(job, vmid).await?;
-        let _permit = job.node_permit()?;
+        job.hold_node_slot()?;
         job.progress(30, format!("Starting container {vmid}")).await?;
         let upid = job.pve.start_lxc(&node, vmid).await?;
         job.set_task(&upid).await?;
