@@ -351,7 +351,7 @@ impl World {
     }
 }
 
-fn sim_http(sim: &PveSim) -> Result<reqwest::Client> {
+pub fn sim_http(sim: &PveSim) -> Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(sim.cert_pem.as_bytes())?)
         .build()?)
