@@ -38,6 +38,9 @@ const FINALIZER: &str = "infrahaus.io/cleanup";
 /// stages.
 const RECONCILES_BESIDE_THE_PIPELINE: u16 = 16;
 
+/// Where `kubectl apply` (client-side) keeps the manifest it applied.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// When a Container queued for a node slot is looked at again if no released
 /// slot woke it first (with up to 50% jitter).
 const QUEUED_FALLBACK: std::time::Duration = std::time::Duration::from_secs(60);
@@ -56,7 +59,19 @@ pub(crate) async fn run(
     // many more may run.
     let reconciles = options.concurrency.max(1).saturating_add(RECONCILES_BESIDE_THE_PIPELINE);
     let config = kube::runtime::controller::Config::default().concurrency(reconciles);
-    let mut controller = Controller::new(containers, watcher::Config::default()).with_config(config);
+    // The cache holds every Container; what the controller never reads is
+    // left out of it: the managed fields (a server-side applied status
+    // lists each of its fields there) and kubectl's copy of the last
+    // applied manifest.
+    let (store, writer) = reflector::store::<Container>();
+    let applied = watcher(containers, watcher::Config::default())
+        .modify(|ct| {
+            ct.managed_fields_mut().clear();
+            ct.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
+        })
+        .reflect(writer)
+        .applied_objects();
+    let mut controller = Controller::for_stream(applied, store).with_config(config);
     if let Some(mut woken) = ctx.node_limits.woken() {
         controller = controller.reconcile_on(futures::stream::poll_fn(move |cx| woken.poll_recv(cx)));
     }
