@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{all_ready, bench_template, figure, quick, P1_FILE, P1_SCRIPT};
+use super::{all_ready, figure, p1_world, quick, P1_FILE, P1_SCRIPT};
 use crate::support::World;
 
 const CONTAINERS: usize = 20;
@@ -29,16 +29,10 @@ const PLAYBOOK_TIMEOUT: Duration = Duration::from_secs(900);
 async fn ansible_against_the_controller() {
     let playbook_bin = ansible_playbook_bin();
     let count = if quick() { 5 } else { CONTAINERS };
-    let mut world = World::new("bench-ansible").await.expect("world");
-    for (task, ms) in [("vzcreate", 2000), ("vzstart", 1000)] {
-        let duration = json!({"type": task, "ms": ms});
-        world.sim_admin(reqwest::Method::POST, "/sim/task-duration", duration).await.expect("task duration");
-    }
+    let mut world = p1_world("bench-ansible", 2 * count as u64).await;
 
     // (a) The controller.
     world.start_controller(&[]).expect("controller");
-    let script = json!([{"name": P1_SCRIPT.0, "content": P1_SCRIPT.1}]);
-    bench_template(&world, json!({"packages": ["bash"], "scripts": script})).await;
     let started = Instant::now();
     let names = all_ready(&world, "ctl", count).await;
     let controller = started.elapsed().as_secs_f64();

@@ -107,10 +107,7 @@ async fn containers_queued_for_a_busy_node_do_not_hold_up_another_nodes_deletion
     // pve1's create still runs.
     delete_and_wait_gone(&world, "elsewhere").await;
     let active = world.pve_get("/nodes/pve1/tasks?typefilter=vzcreate&source=active").await.expect("tasks");
-    assert!(
-        active.as_array().is_some_and(|t| !t.is_empty()),
-        "the deletion waited for pve1's create to end: {active}"
-    );
+    assert!(active.as_array().is_some_and(|t| !t.is_empty()), "the deletion waited for pve1's create to end: {active}");
     for name in ["busy-1", "busy-2"] {
         let ct = world.container(name).await.expect("container");
         assert_ne!(phase(&ct), Some(Phase::Ready), "{name}: the deletion waited for pve1's create");
