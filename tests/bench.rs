@@ -43,6 +43,11 @@ fn figure(name: &str, value: f64, unit: &str, goal: Option<(&str, bool)>) {
     }
 }
 
+/// Where `hack/bench` keeps its results (the directory of `$BENCH_RESULTS`).
+fn bench_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("BENCH_RESULTS").map(std::path::PathBuf::from)?.parent().map(Into::into)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -942,16 +947,7 @@ async fn host_keys_made(sim: &testbed::pve_sim::PveSim, keys: u64) {
 async fn batch(count: usize) -> Batch {
     let per_node = count.div_ceil(2) as u64;
     let mut world = p1_world(&format!("bench-batch-{count}"), per_node).await;
-    world
-        .apply(json!({
-            "apiVersion": "infrahaus.io/v1alpha1", "kind": "ProxmoxNode", "metadata": {"name": "pve1"},
-            "spec": {
-                "endpoint": world.sim.url, "nodeName": world.sim.node, "tokenSecretRef": {"name": "pve1-token"},
-                "tls": {"fingerprint": world.sim.fingerprint}, "maxConcurrentOperations": NODE_SLOTS
-            }
-        }))
-        .await
-        .expect("pve1");
+    world.apply_node_with_slots("pve1", NODE_SLOTS).await.expect("pve1");
     let pve2 = second_node(&world).await;
     host_keys_made(&pve2, per_node.min(HOST_KEY_POOL)).await;
     let slots = PIPELINE_SLOTS.to_string();
@@ -1004,6 +1000,11 @@ async fn batch(count: usize) -> Batch {
         .iter()
         .map(|stage| (*stage, stage_metric(*stage, "sum"), stage_metric(*stage, "count")))
         .collect();
+    // The controller's log beside the figures, to see where a batch's time
+    // went.
+    if let Some(dir) = bench_dir() {
+        let _ = std::fs::write(dir.join(format!("batch-{count}-controller.log")), world.controller_logs());
+    }
     drop(pve2);
     Batch { count, wall, cpu, ready, stages }
 }
@@ -1059,10 +1060,7 @@ async fn scaling_and_the_ideal_schedule() {
             cpu * 1000.0 / *count as f64
         );
     }
-    if let Some(dir) =
-        std::env::var_os("BENCH_RESULTS").map(std::path::PathBuf::from).and_then(|p| p.parent().map(Into::into))
-    {
-        let dir: std::path::PathBuf = dir;
+    if let Some(dir) = bench_dir() {
         let tsv: String = std::iter::once("containers\twall\tideal\tcpu\n".to_string())
             .chain(rows.iter().map(|(count, wall, cpu, ideal)| format!("{count}\t{wall:.3}\t{ideal:.3}\t{cpu:.3}\n")))
             .collect();

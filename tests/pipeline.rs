@@ -318,3 +318,55 @@ async fn a_changed_static_address_does_not_strand_a_ready_container() {
         .expect("not stuck in Deploying");
     assert_eq!(ct.status.and_then(|s| s.ip_address).as_deref(), Some("127.0.102.7"), "the address the guest has");
 }
+
+/// Containers waiting for a node slot hold the vmids they were given, and
+/// the next Container skips them and another client's guests above them:
+/// each is created once, without a vmid found taken again and again.
+#[tokio::test]
+async fn containers_queued_together_skip_each_others_vmids_and_another_clients_guests() {
+    let mut world = World::new("vmids").await.expect("world");
+    for vmid in ["101", "102"] {
+        let form = [
+            ("vmid", vmid),
+            ("ostemplate", "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"),
+            ("hostname", "someone-else"),
+        ];
+        let upid = world.pve_request(reqwest::Method::POST, "/nodes/pve1/lxc", &form).await.expect("foreign guest");
+        world.pve_wait_task(&upid).await.expect("created");
+    }
+    // One slot, taken by a long create at a vmid of the spec's choosing:
+    // the others are given vmids and wait for it.
+    world.apply_node_with_slots("pve1", 1).await.expect("one slot");
+    let slow = json!({"type": "vzcreate", "ms": 3000});
+    world.sim_admin(reqwest::Method::POST, "/sim/task-duration", slow).await.expect("slow creates");
+    world.start_controller(&[]).expect("controller");
+    world.apply(template("web", false)).await.expect("template");
+    let mut first = container("vm-first", "web", json!({"ipv4": "dhcp"}));
+    first["spec"]["vmid"] = 200.into();
+    world.apply(first).await.expect("container");
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let tasks = world.pve_get("/nodes/pve1/tasks?typefilter=vzcreate&source=active").await.expect("tasks");
+        if tasks.as_array().is_some_and(|t| !t.is_empty()) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the first create never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let names = ["vm-a", "vm-b", "vm-c"];
+    for name in names {
+        world.apply(container(name, "web", json!({"ipv4": "dhcp"}))).await.expect("container");
+    }
+    let mut vmids = Vec::new();
+    for name in names {
+        let ct = world.wait_phase(name, Phase::Ready, READY_TIMEOUT).await.expect("Ready");
+        vmids.push(ct.status.and_then(|s| s.vmid).expect("vmid"));
+    }
+    vmids.sort();
+    vmids.dedup();
+    assert_eq!(vmids.len(), names.len(), "one vmid each: {vmids:?}");
+    assert!(!vmids.contains(&101) && !vmids.contains(&102), "another client's guests are left alone: {vmids:?}");
+    let logs = world.controller_logs();
+    let retried: Vec<&str> = logs.lines().filter(|l| l.contains("reconcile failed; retrying")).collect();
+    assert!(retried.is_empty(), "no allocation failed: {retried:#?}");
+}

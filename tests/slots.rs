@@ -13,25 +13,6 @@ use serde_json::json;
 use support::fixtures::{container, template, READY_TIMEOUT};
 use support::World;
 
-/// A ProxmoxNode `name` for the world's pve-sim with `slots` operation slots.
-async fn apply_node(world: &World, name: &str, slots: u32) {
-    world.apply_node(name).await.expect("node and token");
-    world
-        .apply(json!({
-            "apiVersion": "infrahaus.io/v1alpha1", "kind": "ProxmoxNode",
-            "metadata": {"name": name},
-            "spec": {
-                "endpoint": world.sim.url,
-                "nodeName": world.sim.node,
-                "tokenSecretRef": {"name": format!("{name}-token")},
-                "tls": {"fingerprint": world.sim.fingerprint},
-                "maxConcurrentOperations": slots
-            }
-        }))
-        .await
-        .expect("node with its slots");
-}
-
 /// pve-sim's vzcreate tasks from now on take `ms`.
 async fn set_vzcreate(world: &World, ms: u64) {
     world
@@ -60,8 +41,8 @@ async fn containers_queued_for_a_busy_node_do_not_hold_up_another_nodes_deletion
     let mut world = World::new("slots").await.expect("world");
     // Two ProxmoxNodes, each with one slot of its own (both name the one
     // pve-sim), and two reconciles at a time in all.
-    apply_node(&world, "pve1", 1).await;
-    apply_node(&world, "other", 1).await;
+    world.apply_node_with_slots("pve1", 1).await.expect("pve1");
+    world.apply_node_with_slots("other", 1).await.expect("other");
     world.start_controller(&["--concurrency", "2"]).expect("controller");
     world.apply(template("web", false)).await.expect("template");
 

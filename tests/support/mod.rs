@@ -93,6 +93,12 @@ impl World {
     /// A ProxmoxNode named `name` for this world's pve-sim, with its token
     /// Secret, pinned by certificate fingerprint.
     pub async fn apply_node(&self, name: &str) -> Result<()> {
+        self.apply_node_with_slots(name, 4).await
+    }
+
+    /// Like [`World::apply_node`], with `slots` operation slots
+    /// (`maxConcurrentOperations`).
+    pub async fn apply_node_with_slots(&self, name: &str, slots: u32) -> Result<()> {
         self.apply(json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": format!("{name}-token")},
@@ -107,7 +113,7 @@ impl World {
                 "nodeName": self.sim.node,
                 "tokenSecretRef": {"name": format!("{name}-token")},
                 "tls": {"fingerprint": self.sim.fingerprint},
-                "maxConcurrentOperations": 4
+                "maxConcurrentOperations": slots
             }
         }))
         .await

@@ -163,10 +163,12 @@ async fn allocate_vmid(job: &mut Job<'_>) -> Result<u32, Error> {
 /// The lowest vmid Proxmox has no guest at and this controller has not
 /// handed out to another Container yet (see `controller::vmids`).
 async fn next_free_vmid(job: &Job<'_>) -> Result<u32, Error> {
-    let mut lowest = job.pve.next_id().await?;
+    let answered = job.pve.next_id().await?;
+    let mut lowest = answered;
     for _ in 0..ALLOCATION_ATTEMPTS {
         let vmid = job.ctx.vmids.hold_from(&job.node_key, lowest);
-        if vmid == lowest || job.pve.vmid_is_free(vmid).await? {
+        // What nextid answered is free; any other vmid is asked about.
+        if vmid == answered || job.pve.vmid_is_free(vmid).await? {
             return Ok(vmid);
         }
         // Another client's guest sits there.
