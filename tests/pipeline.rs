@@ -43,6 +43,13 @@ async fn happy_path(network: Value, name: &str) {
         assert!(addr.is_loopback(), "dhcp address {ip} is from the simulator's loopback pool");
     }
 
+    // One run to Ready: a wake right after it (its own status writes) runs
+    // nothing again, so the stream has one complete event.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stream = world.redis_stream(name).await.expect("events stream");
+    let completes = stream.iter().filter(|e| e["type"] == "complete").count();
+    assert_eq!(completes, 1, "one complete event: {stream:#?}");
+
     // Discovery: the listener started by the script, and sshd.
     let ports: Vec<(i32, String)> =
         status.listening_ports.iter().map(|p| (p.port, p.process.clone().unwrap_or_default())).collect();

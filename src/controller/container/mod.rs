@@ -41,6 +41,14 @@ const RECONCILES_BESIDE_THE_PIPELINE: u16 = 16;
 /// Where `kubectl apply` (client-side) keeps the manifest it applied.
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// `ct` without what the controller never reads: its managed fields (a
+/// server-side applied status lists each of its fields there) and kubectl's
+/// copy of the last applied manifest.
+fn leave_out_cache_extras(ct: &mut Container) {
+    ct.managed_fields_mut().clear();
+    ct.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
+}
+
 /// When a Container queued for a node slot is looked at again if no released
 /// slot woke it first (with up to 50% jitter).
 const QUEUED_FALLBACK: std::time::Duration = std::time::Duration::from_secs(60);
@@ -65,10 +73,7 @@ pub(crate) async fn run(
     // applied manifest.
     let (store, writer) = reflector::store::<Container>();
     let applied = watcher(containers, watcher::Config::default())
-        .modify(|ct| {
-            ct.managed_fields_mut().clear();
-            ct.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
-        })
+        .modify(leave_out_cache_extras)
         .reflect(writer)
         .applied_objects();
     let mut controller = Controller::for_stream(applied, store).with_config(config);
@@ -341,6 +346,24 @@ fn nudge(ct: &Container, ctx: &Context) {
 }
 
 async fn apply(ct: Arc<Container>, ctx: &Context) -> Result<Action, Error> {
+    let ct = match plan::decide(&ct) {
+        plan::Decision::Idle => ct,
+        // The cache may not have the controller's own last status write yet
+        // (a wake that follows a run closely): a run is decided on the
+        // Container as the API server has it.
+        plan::Decision::Run(_) => {
+            match Api::<Container>::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default())
+                .get_opt(&ct.name_any())
+                .await?
+            {
+                Some(mut current) => {
+                    leave_out_cache_extras(&mut current);
+                    Arc::new(current)
+                }
+                None => return Ok(Action::await_change()),
+            }
+        }
+    };
     let decision = match plan::decide(&ct) {
         plan::Decision::Run(run) => run,
         plan::Decision::Idle => match idle(&ct, ctx).await? {
