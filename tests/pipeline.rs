@@ -351,15 +351,7 @@ async fn containers_queued_together_skip_each_others_vmids_and_another_clients_g
     let mut first = container("vm-first", "web", json!({"ipv4": "dhcp"}));
     first["spec"]["vmid"] = 200.into();
     world.apply(first).await.expect("container");
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    loop {
-        let tasks = world.pve_get("/nodes/pve1/tasks?typefilter=vzcreate&source=active").await.expect("tasks");
-        if tasks.as_array().is_some_and(|t| !t.is_empty()) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the first create never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    world.wait_active_task("vzcreate", READY_TIMEOUT).await.expect("a create on pve1");
     let names = ["vm-a", "vm-b", "vm-c"];
     for name in names {
         world.apply(container(name, "web", json!({"ipv4": "dhcp"}))).await.expect("container");

@@ -58,15 +58,7 @@ async fn containers_queued_for_a_busy_node_do_not_hold_up_another_nodes_deletion
     for name in ["busy-1", "busy-2"] {
         world.apply(container(name, "web", json!({"ipv4": "dhcp"}))).await.expect("container");
     }
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    loop {
-        let tasks = world.pve_get("/nodes/pve1/tasks?typefilter=vzcreate&source=active").await.expect("tasks");
-        if tasks.as_array().is_some_and(|t| !t.is_empty()) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no create started on pve1");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    world.wait_active_task("vzcreate", READY_TIMEOUT).await.expect("a create on pve1");
     set_vzcreate(&world, 500).await;
 
     // The second Container finds pve1's one slot taken and says so.

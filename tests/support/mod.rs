@@ -96,6 +96,21 @@ impl World {
         self.apply_node_with_slots(name, 4).await
     }
 
+    /// Waits until pve1 runs a task of `kind` (`vzcreate`, ...).
+    pub async fn wait_active_task(&self, kind: &str, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let tasks = self.pve_get(&format!("/nodes/pve1/tasks?typefilter={kind}&source=active")).await?;
+            if tasks.as_array().is_some_and(|t| !t.is_empty()) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("no {kind} task started on pve1 within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Like [`World::apply_node`], with `slots` operation slots
     /// (`maxConcurrentOperations`).
     pub async fn apply_node_with_slots(&self, name: &str, slots: u32) -> Result<()> {
